@@ -1,0 +1,290 @@
+//! Forwarding one request to a target group: pick, connect or reuse,
+//! send, and retry where INTERFACE.md says it is safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use hyper::body::{Body, Incoming};
+use switchyard_config::TargetGroup;
+use switchyard_routing::{PickInput, Snapshot, Target, TargetState};
+
+use crate::body::{ProxyBody, RequestBody, UpstreamBody};
+use crate::error::ProxyError;
+use crate::guard::RequestMark;
+use crate::headers::strip_hop_by_hop;
+use crate::pool::{self, Pool, Sender};
+
+/// Attempts at sending on a fresh connection after pooled ones turned out
+/// closed before anything was written; these do not count as retries.
+const STALE_REDOS: u32 = 3;
+
+/// The outcome of a forward: the response or error, and the group that
+/// actually served (failover may change it), for metrics.
+pub struct Forwarded {
+    pub result: Result<Response<ProxyBody>, ProxyError>,
+    pub group: usize,
+    pub target: Option<Arc<Target>>,
+}
+
+/// The upstream pool of `target`, created on first use.
+pub fn pool_of<'a>(target: &'a Target, spec: &TargetGroup) -> Option<&'a Pool> {
+    target
+        .ext
+        .get_or_init(|| Box::new(Pool::new(spec.timeouts.idle)))
+        .downcast_ref::<Pool>()
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+/// Exponential backoff with full jitter: uniform in [base, base * 2^n].
+fn backoff(base: Duration, retry: u32) -> Duration {
+    let cap = base.saturating_mul(1u32 << retry.min(10));
+    let extra = cap.saturating_sub(base);
+    base + extra.mul_f64(fastrand::f64())
+}
+
+/// A copy of the request head kept for re-sending after the first send
+/// consumed the original.
+struct Template {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Template {
+    fn build(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+enum Sent {
+    Response(Response<Incoming>, Sender),
+    /// The connection was closed before the request went out: it is ours again.
+    NotSent(Request<RequestBody>),
+    Failed(String),
+    TimedOut,
+}
+
+async fn send(mut sender: Sender, req: Request<RequestBody>, timeout: Duration) -> Sent {
+    let exchange = async {
+        if sender.ready().await.is_err() {
+            return Err(None);
+        }
+        sender.try_send_request(req).await.map_err(Some)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Sent::TimedOut,
+        Ok(Ok(resp)) => Sent::Response(resp, sender),
+        Ok(Err(None)) => Sent::Failed("connection closed".into()),
+        Ok(Err(Some(mut e))) => match e.take_message() {
+            Some(req) => Sent::NotSent(req),
+            None => Sent::Failed(e.into_error().to_string()),
+        },
+    }
+}
+
+/// Forwards `req` (head already rewritten) to group `group`.
+pub async fn forward(
+    snap: &Snapshot,
+    group: usize,
+    req: Request<Incoming>,
+    input_ip: Option<std::net::IpAddr>,
+    mark: RequestMark,
+    prefer: Option<&str>,
+) -> Forwarded {
+    let (parts, body) = req.into_parts();
+    let bodyless = body.is_end_stream();
+    let safe = bodyless && is_idempotent(&parts.method);
+    let first_spec = snap.groups.get(group).map(|g| &g.spec);
+    let wants_template = first_spec.is_some_and(|s| {
+        s.retries.attempts > 0 && (s.retries.on.reset || !s.retries.on.statuses.is_empty())
+    });
+    // Only requests that may be re-sent after a response pay for a copy.
+    let template = (safe && wants_template).then(|| Template {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+    });
+    let mut pending = Some(Request::from_parts(parts, RequestBody::Client(body)));
+    let mut tried: Vec<Arc<Target>> = Vec::new();
+    let mut last_err = ProxyError::Unavailable("no healthy target\n");
+    let mut last_group = group;
+    let mut retry = 0u32;
+    let mut stale = 0u32;
+    loop {
+        // Hash keys come from whichever copy of the request we hold.
+        let headers = pending.as_ref().map(|r| r.headers());
+        // A sticky client's target, while it is healthy and untried.
+        let sticky = prefer.filter(|_| tried.is_empty()).and_then(|label| {
+            let t = snap.groups.get(group)?.target(label)?;
+            (t.state() == TargetState::Healthy).then(|| (group, Arc::clone(t)))
+        });
+        let pick = sticky.or_else(|| {
+            snap.pick(
+                group,
+                PickInput {
+                    headers: headers.or(template.as_ref().map(|t| &t.headers)),
+                    client_ip: input_ip,
+                },
+                &tried,
+            )
+        });
+        let Some((g, target)) = pick else {
+            return Forwarded {
+                result: Err(last_err),
+                group: last_group,
+                target: None,
+            };
+        };
+        last_group = g;
+        let spec = &snap.groups[g].spec;
+        let retries = &spec.retries;
+        if let Some(max) = spec.limits.max_requests {
+            if target.in_flight() >= max as usize {
+                return Forwarded {
+                    result: Err(ProxyError::Unavailable("target at max_requests\n")),
+                    group: g,
+                    target: Some(target),
+                };
+            }
+        }
+        let in_flight = target.begin();
+        let pool = pool_of(&target, spec);
+        let pooled = if stale == 0 {
+            pool.and_then(Pool::take)
+        } else {
+            None
+        };
+        let sender = match pooled {
+            Some(s) => s,
+            None => match pool::connect(target.label(), spec.timeouts.connect).await {
+                Ok(s) => s,
+                Err(e) => {
+                    target.upstream.error();
+                    tracing::debug!(target = %target.label(), error = %e, "upstream connect failed");
+                    last_err = ProxyError::Connect {
+                        target: target.label().to_owned(),
+                        reason: e.to_string(),
+                    };
+                    drop(in_flight);
+                    tried.push(target);
+                    // Nothing was sent: safe to retry whatever the request.
+                    if retries.on.connect_failure && retry < retries.attempts {
+                        retry += 1;
+                        snap.groups[g].retries.increment(1);
+                        tokio::time::sleep(backoff(retries.backoff, retry)).await;
+                        continue;
+                    }
+                    return Forwarded {
+                        result: Err(last_err),
+                        group: g,
+                        target: None,
+                    };
+                }
+            },
+        };
+        let req = match pending.take() {
+            Some(r) => r,
+            None => match &template {
+                Some(t) => t.build(),
+                None => {
+                    return Forwarded {
+                        result: Err(last_err),
+                        group: g,
+                        target: None,
+                    };
+                }
+            },
+        };
+        match send(sender, req, spec.timeouts.request).await {
+            Sent::NotSent(req) if stale < STALE_REDOS => {
+                // A pooled connection the upstream had closed: same target,
+                // fresh connection, not a retry.
+                stale += 1;
+                pending = Some(req);
+                continue;
+            }
+            Sent::NotSent(_) => {
+                target.upstream.error();
+                last_err = ProxyError::Upstream {
+                    target: target.label().to_owned(),
+                    reason: "connection closed before the request was sent".into(),
+                };
+                return Forwarded {
+                    result: Err(last_err),
+                    group: g,
+                    target: Some(target),
+                };
+            }
+            Sent::TimedOut => {
+                target.upstream.error();
+                return Forwarded {
+                    result: Err(ProxyError::Timeout {
+                        target: target.label().to_owned(),
+                    }),
+                    group: g,
+                    target: Some(target),
+                };
+            }
+            Sent::Failed(reason) => {
+                target.upstream.error();
+                tracing::debug!(target = %target.label(), %reason, "upstream failed");
+                last_err = ProxyError::Upstream {
+                    target: target.label().to_owned(),
+                    reason,
+                };
+                drop(in_flight);
+                if retries.on.reset && template.is_some() && retry < retries.attempts {
+                    retry += 1;
+                    stale = 0;
+                    snap.groups[g].retries.increment(1);
+                    tried.push(target);
+                    tokio::time::sleep(backoff(retries.backoff, retry)).await;
+                    continue;
+                }
+                return Forwarded {
+                    result: Err(last_err),
+                    group: g,
+                    target: None,
+                };
+            }
+            Sent::Response(resp, sender) => {
+                let status = resp.status().as_u16();
+                target.upstream.status(status);
+                if template.is_some()
+                    && retry < retries.attempts
+                    && retries.on.statuses.contains(&status)
+                {
+                    retry += 1;
+                    stale = 0;
+                    snap.groups[g].retries.increment(1);
+                    drop(resp);
+                    drop(sender);
+                    drop(in_flight);
+                    tried.push(target);
+                    tokio::time::sleep(backoff(retries.backoff, retry)).await;
+                    continue;
+                }
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                let body = UpstreamBody::new(body, sender, in_flight, mark);
+                return Forwarded {
+                    result: Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
+                    group: g,
+                    target: Some(target),
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Request and response header rewriting for forwarding.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::Version;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) that never cross a proxy.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection`
+/// header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        // Collected first: the names borrow from the map we remove from.
+        // Only requests that carry Connection pay for this.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Per-connection values computed once at accept.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Client IP as text, for X-Forwarded-For.
+    pub ip_value: HeaderValue,
+    /// `http` or `https`.
+    pub proto: HeaderValue,
+}
+
+impl ClientInfo {
+    pub fn new(ip: std::net::IpAddr, proto: &'static str) -> ClientInfo {
+        ClientInfo {
+            // An IP's text form is always a valid header value.
+            ip_value: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            proto: HeaderValue::from_static(proto),
+        }
+    }
+}
+
+/// Rewrites a client request's head for an HTTP/1.1 upstream.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    uri: &mut Uri,
+    version: &mut Version,
+    client: &ClientInfo,
+    request_id: &HeaderValue,
+) {
+    // X-Forwarded-Host is the client's Host as sent (h2: the authority).
+    let host = headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    strip_hop_by_hop(headers);
+    if let Some(h) = &host {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, h.clone());
+        }
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    }
+    append_forwarded_for(headers, &client.ip_value);
+    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
+    // Origin-form for the upstream; absolute-form arrives from h2 clients
+    // and proxies' clients.
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        let pq = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *uri = Uri::from(pq);
+    }
+    *version = Version::HTTP_11;
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+    let existing: Vec<&[u8]> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if existing.is_empty() {
+        headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
+        return;
+    }
+    let mut joined = Vec::with_capacity(64);
+    for part in existing {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(part);
+    }
+    joined.extend_from_slice(b", ");
+    joined.extend_from_slice(ip.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+/// The request's id: the client's `X-Request-Id` if it sent one, else a
+/// fresh random 128-bit hex id.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        return v.clone();
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut buf = [0u8; 32];
+    for b in buf.iter_mut().rev() {
+        *b = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            ip_value: HeaderValue::from_static("10.1.2.3"),
+            proto: HeaderValue::from_static("http"),
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_and_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static("app.example.com:8080"),
+        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("s"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        let mut uri: Uri = "/p?q=1".parse().unwrap();
+        let mut v = Version::HTTP_11;
+        let id = request_id(&h);
+        prepare_request(&mut h, &mut uri, &mut v, &client(), &id);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example.com:8080");
+        assert_eq!(h["host"], "app.example.com:8080");
+        assert_eq!(h["x-request-id"].len(), 32);
+        for gone in ["connection", "x-secret", "keep-alive", "te"] {
+            assert!(!h.contains_key(gone), "{gone} should be removed");
+        }
+        assert_eq!(uri, "/p?q=1");
+    }
+
+    #[test]
+    fn request_id_is_kept_and_absolute_uri_becomes_origin_form() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        let mut uri: Uri = "http://h.example/x?y".parse().unwrap();
+        let mut v = Version::HTTP_2;
+        let id = request_id(&h);
+        prepare_request(&mut h, &mut uri, &mut v, &client(), &id);
+        assert_eq!(h["x-request-id"], "abc");
+        assert_eq!(h["host"], "h.example");
+        assert_eq!(uri, "/x?y");
+        assert_eq!(v, Version::HTTP_11);
+    }
+}

@@ -1,0 +1,63 @@
+//! switchyard-proxy: the data plane.
+//!
+//! Reads the `Arc<Snapshot>` that `control` publishes (one `ArcSwap` load
+//! per request) and does everything that touches client and upstream
+//! sockets: listeners, request framing guards, routing actions, upstream
+//! connection pools, retries, header rewriting, access logs. It never
+//! reads files or signals.
+
+pub mod access_log;
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod framing;
+pub mod guard;
+pub mod headers;
+pub mod listener;
+pub mod pool;
+pub mod service;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use switchyard_routing::Snapshot;
+
+pub use access_log::AccessLog;
+pub use error::ProxyError;
+pub use listener::{bind, spawn_http, ListenerHandle};
+
+/// State every connection of every listener shares.
+pub struct Shared {
+    /// The one published snapshot (owned by `control`; read here).
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub access_log: AccessLog,
+    /// Set at SIGTERM: HTTP/1 responses then carry `Connection: close`.
+    pub shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, access_log: AccessLog) -> Shared {
+        Shared {
+            snapshot,
+            access_log,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Closes upstream connections idle past their group's `timeouts.idle`.
+/// Run periodically; requests also skip stale ones on checkout.
+pub fn prune_idle_pools(snapshot: &Snapshot) {
+    for g in &snapshot.groups {
+        for t in &g.targets {
+            if let Some(pool) = t.ext.get().and_then(|p| p.downcast_ref::<pool::Pool>()) {
+                pool.prune();
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! HTTP listeners: accept loop, connection limits, graceful stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use switchyard_config::Listener;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::guard::{ConnState, GuardedIo};
+use crate::headers::ClientInfo;
+use crate::service::{handle, ConnCtx};
+use crate::Shared;
+
+/// Largest request head accepted; bigger ones get 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Header lines accepted per request; more get 431.
+pub const MAX_HEADERS: usize = 128;
+/// Concurrent HTTP/2 streams per client connection.
+pub const MAX_H2_STREAMS: u32 = 256;
+
+/// Binds `addr` with SO_REUSEADDR (restarts do not wait out TIME_WAIT).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// A running listener. Dropping the handle does not stop it; `stop` does.
+pub struct ListenerHandle {
+    pub name: String,
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ListenerHandle {
+    /// Stops accepting, asks every connection to finish gracefully (HTTP/1:
+    /// close after the current response; HTTP/2: GOAWAY) and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Signals stop without waiting.
+    pub fn signal_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits for the listener and all its connections to end.
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // Our GuardedIo runs header_read and idle separately.
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS);
+    b
+}
+
+/// Starts serving HTTP on `listener` as `spec` says.
+pub fn spawn_http(
+    listener: TcpListener,
+    spec: &Listener,
+    shared: Arc<Shared>,
+) -> std::io::Result<ListenerHandle> {
+    let local_addr = listener.local_addr()?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let name: Arc<str> = Arc::from(spec.name.as_str());
+    let limit = Arc::new(Semaphore::new(spec.max_connections));
+    let (header_read, idle) = (spec.timeouts.header_read, spec.timeouts.idle);
+    let builder = Arc::new(builder());
+    let active = metrics::gauge!("switchyard_connections_active", "listener" => spec.name.clone());
+    let total = metrics::counter!("switchyard_connections_total", "listener" => spec.name.clone());
+    let task_name = Arc::clone(&name);
+    let task = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        loop {
+            let permit = tokio::select! {
+                _ = stop_rx.changed() => break,
+                p = Arc::clone(&limit).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = stop_rx.changed() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(listener = %task_name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            total.increment(1);
+            active.increment(1.0);
+            let state = Arc::new(ConnState::default());
+            let ctx = Arc::new(ConnCtx {
+                shared: Arc::clone(&shared),
+                listener: Arc::clone(&task_name),
+                client: ClientInfo::new(peer.ip(), "http"),
+                client_ip: peer.ip(),
+                state: Arc::clone(&state),
+                scheme: "http",
+            });
+            let io = TokioIo::new(GuardedIo::new(stream, state, header_read, idle));
+            let svc = service_fn(move |req| handle(req, Arc::clone(&ctx)));
+            let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+            let conn = graceful.watch(conn);
+            let active = active.clone();
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+                active.decrement(1.0);
+                drop(permit);
+            });
+        }
+        // Stop accepting first, then let connections finish.
+        drop(listener);
+        graceful.shutdown().await;
+    });
+    Ok(ListenerHandle {
+        name: spec.name.clone(),
+        local_addr,
+        stop: stop_tx,
+        task,
+    })
+}

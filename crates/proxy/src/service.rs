@@ -1,0 +1,290 @@
+//! The per-request path: route -> action -> forward, as one straight-line
+//! async fn behind hyper's `service_fn`.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use std::time::Instant;
+use switchyard_routing::{Action, RequestInfo, RequestUrl, Snapshot};
+
+use crate::access_log::Entry;
+use crate::body::ProxyBody;
+use crate::error::{text_response, ProxyError};
+use crate::forward::{forward, Forwarded};
+use crate::guard::ConnState;
+use crate::headers::{prepare_request, request_id, ClientInfo};
+use crate::Shared;
+
+/// What every request of one client connection shares.
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub listener: Arc<str>,
+    pub client: ClientInfo,
+    pub client_ip: IpAddr,
+    pub state: Arc<ConnState>,
+    /// `http` or `https`: how the client reached us.
+    pub scheme: &'static str,
+}
+
+/// What the access log and metrics need after the response is made.
+struct Outcome<'a> {
+    route: &'a str,
+    group: &'a str,
+    target: Option<Arc<switchyard_routing::Target>>,
+    request_id: Option<HeaderValue>,
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<ConnCtx>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let mark = ctx.state.begin();
+    let http1 = req.version() <= Version::HTTP_11;
+    if ctx.state.smuggling.load(Ordering::Relaxed) {
+        // Content-Length and Transfer-Encoding together: refuse, and close
+        // so that nothing after this head is ever read as a request.
+        let mut resp =
+            ProxyError::BadRequest("both content-length and transfer-encoding").into_response();
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(resp);
+    }
+    let snap = ctx.shared.snapshot.load_full();
+    let Some(table) = snap
+        .listeners
+        .iter()
+        .find(|l| *l.spec.name == *ctx.listener)
+    else {
+        // The listener was removed by a reload; this connection is draining.
+        return Ok(text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "listener removed\n",
+        ));
+    };
+    let log_method = ctx
+        .shared
+        .access_log
+        .enabled()
+        .then(|| req.method().as_str().to_owned());
+    let log_path = ctx
+        .shared
+        .access_log
+        .enabled()
+        .then(|| req.uri().path().to_owned());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let log_host = ctx
+        .shared
+        .access_log
+        .enabled()
+        .then(|| host.unwrap_or("").to_owned());
+    let info = RequestInfo {
+        host,
+        path: req.uri().path(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let (mut resp, outcome, metrics) = match table.route(&info) {
+        None => (
+            ProxyError::NoRoute.into_response(),
+            Outcome {
+                route: "",
+                group: "",
+                target: None,
+                request_id: None,
+            },
+            &table.unmatched,
+        ),
+        Some(route) => match &route.action {
+            Action::Fixed(f) => {
+                let mut resp = Response::new(ProxyBody::full(f.body.clone()));
+                *resp.status_mut() = f.status;
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, f.content_type.clone());
+                (
+                    resp,
+                    Outcome {
+                        route: &route.name,
+                        group: "",
+                        target: None,
+                        request_id: None,
+                    },
+                    &route.metrics,
+                )
+            }
+            Action::Redirect(r) => {
+                let url = RequestUrl {
+                    scheme: ctx.scheme,
+                    host,
+                    path: req.uri().path(),
+                    query: req.uri().query(),
+                };
+                let resp = match r.location(&url) {
+                    Some(loc) => {
+                        let mut resp = Response::new(ProxyBody::empty());
+                        *resp.status_mut() = r.status;
+                        resp.headers_mut().insert(header::LOCATION, loc);
+                        resp
+                    }
+                    None => ProxyError::BadRequest("cannot build redirect").into_response(),
+                };
+                (
+                    resp,
+                    Outcome {
+                        route: &route.name,
+                        group: "",
+                        target: None,
+                        request_id: None,
+                    },
+                    &route.metrics,
+                )
+            }
+            Action::Forward(split) => {
+                let (resp, group, target, id) = forward_split(&snap, split, req, &ctx, mark).await;
+                let group_name = snap.groups.get(group).map_or("", |g| g.name());
+                (
+                    resp,
+                    Outcome {
+                        route: &route.name,
+                        group: group_name,
+                        target,
+                        request_id: Some(id),
+                    },
+                    route.metrics_for(group),
+                )
+            }
+        },
+    };
+    if http1 && ctx.shared.shutting_down.load(Ordering::Relaxed) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let status = resp.status().as_u16();
+    metrics.record(status, started);
+    if ctx.shared.access_log.enabled() {
+        let client = ctx.client.ip_value.to_str().unwrap_or("");
+        let target = outcome.target.as_ref().map_or("", |t| t.label());
+        let id = outcome
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        ctx.shared.access_log.log(&Entry {
+            listener: &ctx.listener,
+            route: outcome.route,
+            target_group: outcome.group,
+            target,
+            method: log_method.as_deref().unwrap_or(""),
+            path: log_path.as_deref().unwrap_or(""),
+            host: log_host.as_deref().unwrap_or(""),
+            status,
+            duration_s: started.elapsed().as_secs_f64(),
+            client,
+            request_id: id,
+        });
+    }
+    Ok(resp)
+}
+
+/// Chooses the group (stickiness first, else by weight), rewrites the head
+/// and forwards. Returns the response, the group used, the target and the
+/// request id.
+async fn forward_split(
+    snap: &Snapshot,
+    split: &switchyard_routing::Split,
+    mut req: Request<Incoming>,
+    ctx: &ConnCtx,
+    mark: crate::guard::RequestMark,
+) -> (
+    Response<ProxyBody>,
+    usize,
+    Option<Arc<switchyard_routing::Target>>,
+    HeaderValue,
+) {
+    let id = request_id(req.headers());
+    let now = split.sticky.as_ref().map(|_| SystemTime::now());
+    let sticky = now.and_then(|now| split.sticky_group(req.headers(), now));
+    let (group, set_cookie) = match sticky {
+        Some(g) if snap.has_usable(g) => (Some(g), false),
+        _ => (split.choose(), now.is_some()),
+    };
+    let Some(group) = group else {
+        return (
+            ProxyError::Unavailable("no target group has weight\n").into_response(),
+            usize::MAX,
+            None,
+            id,
+        );
+    };
+    // Target stickiness: the group's own cookie names a target.
+    let target_sticky = snap.groups[group].spec.stickiness.as_ref();
+    let wanted: Option<Box<str>> = match (
+        target_sticky,
+        now.or_else(|| target_sticky.map(|_| SystemTime::now())),
+    ) {
+        (Some(s), Some(now)) => switchyard_routing::cookie::find(req.headers(), &s.cookie)
+            .and_then(|v| switchyard_routing::split::parse_unexpired(v, now))
+            .map(Into::into),
+        _ => None,
+    };
+    let (parts, body) = {
+        let (mut parts, body) = req.into_parts();
+        prepare_request(
+            &mut parts.headers,
+            &mut parts.uri,
+            &mut parts.version,
+            &ctx.client,
+            &id,
+        );
+        (parts, body)
+    };
+    req = Request::from_parts(parts, body);
+    let Forwarded {
+        result,
+        group: used,
+        target,
+    } = forward(
+        snap,
+        group,
+        req,
+        Some(ctx.client_ip),
+        mark,
+        wanted.as_deref(),
+    )
+    .await;
+    let mut resp = result.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "request failed");
+        e.into_response()
+    });
+    if set_cookie {
+        // The cookie names the group the split chose, even when failover
+        // served this one request elsewhere.
+        if let Some(v) = now.and_then(|now| split.set_cookie(group, now)) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    if let (Some(s), Some(t)) = (target_sticky, &target) {
+        if wanted.as_deref() != Some(t.label()) {
+            let cookie = switchyard_routing::split::set_cookie_value(
+                &s.cookie,
+                t.label(),
+                s.duration,
+                SystemTime::now(),
+            );
+            if let Some(v) = cookie {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    (resp, used, target, id)
+}

@@ -1,0 +1,176 @@
+//! The `switchyard` command: run, check, demo, status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Layer 4/7 load balancer for blue/green and canary releases"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the balancer from a config file.
+    Run {
+        #[arg(short, long, default_value = "config/switchyard.yaml")]
+        config: PathBuf,
+        /// Runtime worker threads (overrides `workers`; 0 = one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate a config file fully; prints `ok` or the errors.
+    Check {
+        #[arg(short, long, default_value = "config/switchyard.yaml")]
+        config: PathBuf,
+    },
+    /// Start demo upstreams and the balancer on loopback; no files needed.
+    Demo,
+    /// Print target groups and targets from a running balancer's admin API.
+    Status {
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        b.worker_threads(workers);
+    }
+    b.enable_all().build().context("cannot start the runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Run { config, workers } => run(&config, workers),
+        Command::Demo => demo(),
+        Command::Status { admin } => status(&admin),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match switchyard_config::load_file(path) {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("error: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
+    let loaded = match switchyard_config::load_file(path) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("error: {e}");
+            }
+            anyhow::bail!("{}: invalid configuration", path.display());
+        }
+    };
+    let refused = switchyard::refuse::unsupported(&loaded, &path.display().to_string());
+    if !refused.is_empty() {
+        for r in &refused {
+            eprintln!("error: {r}");
+        }
+        anyhow::bail!("{}: uses features this build cannot run", path.display());
+    }
+    let workers = workers.unwrap_or(loaded.config.workers);
+    runtime(workers)?.block_on(async move {
+        let running = switchyard::start(loaded.config).await?;
+        switchyard::run_until_signal(running).await
+    })
+}
+
+fn demo() -> anyhow::Result<()> {
+    use switchyard::demo::{config_yaml, demo_upstream, free_or_ephemeral};
+    runtime(0)?.block_on(async {
+        let blue = [
+            demo_upstream("blue-1").await?,
+            demo_upstream("blue-2").await?,
+        ];
+        let green = [
+            demo_upstream("green-1").await?,
+            demo_upstream("green-2").await?,
+        ];
+        let listen = free_or_ephemeral("127.0.0.1:8080");
+        let admin = free_or_ephemeral("127.0.0.1:9901");
+        let yaml = config_yaml(&listen, &admin, blue, green);
+        let loaded = switchyard_config::parse_str(&yaml, "<demo>", std::path::Path::new("."))
+            .map_err(|e| anyhow::anyhow!("embedded demo config is invalid: {e}"))?;
+        let running = switchyard::start(loaded.config).await?;
+        let url = running
+            .addr("demo")
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
+        let admin = running.admin_addr;
+        println!(
+            "\nswitchyard demo is running.\n\
+             \n  balancer   {url}/   (blue 90% / green 10%)\
+             \n  admin      http://{admin}/metrics\n\
+             \nTry:\
+             \n  for i in $(seq 20); do curl -s {url}/; done | sort | uniq -c\
+             \n  curl -s -H 'x-canary: always' {url}/          # always green\
+             \n  curl -si {url}/old/page                       # 302 redirect to /\
+             \n  curl -si {url}/maintenance                    # fixed 503 response\
+             \n  curl -s http://{admin}/api/v1/target-groups\
+             \n  curl -s http://{admin}/metrics | grep switchyard_requests_total\
+             \n\nPress Ctrl-C to stop.\n"
+        );
+        switchyard::run_until_signal(running).await
+    })
+}
+
+fn status(admin: &str) -> anyhow::Result<()> {
+    runtime(1)?.block_on(async {
+        let json = switchyard::status::admin_get(admin, "/api/v1/target-groups").await?;
+        print!("{}", switchyard::status::table(&json)?);
+        Ok(())
+    })
+}

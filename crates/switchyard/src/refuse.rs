@@ -1,0 +1,102 @@
+//! Configuration this build validates but does not run yet.
+//!
+//! `check` accepts the whole INTERFACE.md schema, so configs can be written
+//! ahead of the features. `run` must never silently ignore a key, so it
+//! refuses a config that uses one of these, naming the key and its place.
+
+use switchyard_config::{CheckProtocol, GroupProtocol, ListenerProtocol, Loaded};
+
+/// One message per unsupported use, `file:line:col: ...`.
+pub fn unsupported(loaded: &Loaded, origin: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut refuse = |path: String, what: String| {
+        let at = loaded
+            .source
+            .find(&path)
+            .map(|l| format!("{origin}:{}:{}", l.line, l.column))
+            .unwrap_or_else(|| origin.to_owned());
+        out.push(format!("{at}: {what} is not supported by this build yet"));
+    };
+    let c = &loaded.config;
+    for (i, l) in c.listeners.iter().enumerate() {
+        if l.protocol != ListenerProtocol::Http {
+            let p = match l.protocol {
+                ListenerProtocol::Https => "https",
+                ListenerProtocol::Tcp => "tcp",
+                ListenerProtocol::Tls => "tls",
+                ListenerProtocol::Http => "http",
+            };
+            refuse(
+                format!("listeners.{i}.protocol"),
+                format!("listener {:?}: `protocol: {p}`", l.name),
+            );
+        }
+    }
+    for (i, g) in c.target_groups.iter().enumerate() {
+        let name = &g.name;
+        let key = |k: &str| format!("target_groups.{i}.{k}");
+        match g.protocol {
+            GroupProtocol::Http => {}
+            GroupProtocol::Http2 => refuse(
+                key("protocol"),
+                format!("target group {name:?}: `protocol: http2`"),
+            ),
+            GroupProtocol::Tcp => refuse(
+                key("protocol"),
+                format!("target group {name:?}: `protocol: tcp`"),
+            ),
+        }
+        let explicit = |k: &str| loaded.source.find(&key(k)).is_some();
+        if explicit("health_check") && g.health_check.protocol != CheckProtocol::None {
+            refuse(
+                key("health_check"),
+                format!("target group {name:?}: active `health_check` (only `protocol: none`)"),
+            );
+        }
+        if g.outlier_detection.is_some() {
+            refuse(
+                key("outlier_detection"),
+                format!("target group {name:?}: `outlier_detection`"),
+            );
+        }
+        if !g.slow_start.is_zero() {
+            refuse(
+                key("slow_start"),
+                format!("target group {name:?}: `slow_start`"),
+            );
+        }
+        if g.failover.is_some() {
+            refuse(
+                key("failover"),
+                format!("target group {name:?}: `failover`"),
+            );
+        }
+        if !g.fail_open && g.health_check.protocol != CheckProtocol::None {
+            // Without active checks no target ever leaves `initial`, so
+            // fail_open: false would answer 503 to everything.
+            refuse(
+                key("fail_open"),
+                format!("target group {name:?}: `fail_open: false` without `health_check: {{protocol: none}}`"),
+            );
+        }
+        if g.proxy_protocol.is_some() {
+            refuse(
+                key("proxy_protocol"),
+                format!("target group {name:?}: `proxy_protocol`"),
+            );
+        }
+        if g.limits.max_pending.is_some() {
+            refuse(
+                key("limits.max_pending"),
+                format!("target group {name:?}: `limits.max_pending`"),
+            );
+        }
+        if g.limits.max_connections.is_some() {
+            refuse(
+                key("limits.max_connections"),
+                format!("target group {name:?}: `limits.max_connections`"),
+            );
+        }
+    }
+    out
+}
