@@ -68,15 +68,15 @@ impl Template {
     }
 }
 
-enum Sent {
+enum Outcome {
     Response(Response<Incoming>, Sender),
     /// The connection was closed before the request went out: it is ours again.
-    NotSent(Request<RequestBody>),
+    Unsent(Request<RequestBody>),
     Failed(String),
     TimedOut,
 }
 
-async fn send(mut sender: Sender, req: Request<RequestBody>, timeout: Duration) -> Sent {
+async fn send(mut sender: Sender, req: Request<RequestBody>, timeout: Duration) -> Outcome {
     let exchange = async {
         if sender.ready().await.is_err() {
             return Err(None);
@@ -84,12 +84,12 @@ async fn send(mut sender: Sender, req: Request<RequestBody>, timeout: Duration) 
         sender.try_send_request(req).await.map_err(Some)
     };
     match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => Sent::TimedOut,
-        Ok(Ok(resp)) => Sent::Response(resp, sender),
-        Ok(Err(None)) => Sent::Failed("connection closed".into()),
+        Err(_) => Outcome::TimedOut,
+        Ok(Ok(resp)) => Outcome::Response(resp, sender),
+        Ok(Err(None)) => Outcome::Failed("connection closed".into()),
         Ok(Err(Some(mut e))) => match e.take_message() {
-            Some(req) => Sent::NotSent(req),
-            None => Sent::Failed(e.into_error().to_string()),
+            Some(req) => Outcome::Unsent(req),
+            None => Outcome::Failed(e.into_error().to_string()),
         },
     }
 }
@@ -208,14 +208,14 @@ pub async fn forward(
             },
         };
         match send(sender, req, spec.timeouts.request).await {
-            Sent::NotSent(req) if stale < STALE_REDOS => {
+            Outcome::Unsent(req) if stale < STALE_REDOS => {
                 // A pooled connection the upstream had closed: same target,
                 // fresh connection, not a retry.
                 stale += 1;
                 pending = Some(req);
                 continue;
             }
-            Sent::NotSent(_) => {
+            Outcome::Unsent(_) => {
                 target.upstream.error();
                 last_err = ProxyError::Upstream {
                     target: target.label().to_owned(),
@@ -227,7 +227,7 @@ pub async fn forward(
                     target: Some(target),
                 };
             }
-            Sent::TimedOut => {
+            Outcome::TimedOut => {
                 target.upstream.error();
                 return Forwarded {
                     result: Err(ProxyError::Timeout {
@@ -237,7 +237,7 @@ pub async fn forward(
                     target: Some(target),
                 };
             }
-            Sent::Failed(reason) => {
+            Outcome::Failed(reason) => {
                 target.upstream.error();
                 tracing::debug!(target = %target.label(), %reason, "upstream failed");
                 last_err = ProxyError::Upstream {
@@ -259,7 +259,7 @@ pub async fn forward(
                     target: None,
                 };
             }
-            Sent::Response(resp, sender) => {
+            Outcome::Response(resp, sender) => {
                 let status = resp.status().as_u16();
                 target.upstream.status(status);
                 if template.is_some()

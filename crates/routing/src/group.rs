@@ -106,14 +106,15 @@ impl Group {
         if self.targets.is_empty() {
             return None;
         }
-        let fresh = |t: &Arc<Target>| {
-            elig.admits(t.state()) && !avoid.iter().any(|a| Arc::ptr_eq(a, t))
-        };
+        let fresh =
+            |t: &Arc<Target>| elig.admits(t.state()) && !avoid.iter().any(|a| Arc::ptr_eq(a, t));
         let found = match (&self.spec.balance, key) {
             (Balance::ConsistentHash(_), Some(k)) if !self.ring.is_empty() => {
                 self.walk(&self.ring, (k % self.ring.len() as u64) as usize, &fresh)
             }
-            (Balance::Random, _) => self.walk(&self.table, fastrand::usize(..self.table.len()), &fresh),
+            (Balance::Random, _) => {
+                self.walk(&self.table, fastrand::usize(..self.table.len()), &fresh)
+            }
             (Balance::LeastRequest, _) => self.power_of_two(&fresh),
             _ => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +160,12 @@ impl Group {
     fn power_of_two<F: Fn(&Arc<Target>) -> bool>(&self, ok: &F) -> Option<&Arc<Target>> {
         let len = self.table.len();
         let a = self.walk(&self.table, fastrand::usize(..len), ok)?;
-        let b = self.walk(&self.table, fastrand::usize(..len), ok)?;
+        // A distinct second candidate when there is one: comparing a target
+        // with itself would hand a busy heavy target every tie.
+        let other = |t: &Arc<Target>| ok(t) && !Arc::ptr_eq(t, a);
+        let Some(b) = self.walk(&self.table, fastrand::usize(..len), &other) else {
+            return Some(a);
+        };
         // Compare in_flight / weight by cross-multiplying: no division.
         let la = a.in_flight() as u64 * u64::from(b.weight().max(1));
         let lb = b.in_flight() as u64 * u64::from(a.weight().max(1));

@@ -6,9 +6,10 @@
 
 use crate::hash::hash64;
 
-/// Prime table sizes; we take the smallest that gives each target about
-/// 100 slots, so the load stays even.
-const PRIMES: [usize; 8] = [251, 1021, 4093, 16_381, 65_537, 131_071, 262_139, 524_287];
+/// Prime table sizes. The size must not change when a target comes or
+/// goes (a new size reshuffles every key), so it is fixed at 65537 (the
+/// paper's) and only grows past 655 targets, to keep ~100 slots each.
+const PRIMES: [usize; 4] = [65_537, 131_071, 262_139, 524_287];
 
 /// Builds the table for targets identified by `names`, each claiming slots
 /// in proportion to its `weight` (>= 1). Entries are indices into `names`.

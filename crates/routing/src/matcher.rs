@@ -37,9 +37,11 @@ impl Matcher {
             None => None,
             Some(PathMatch::Prefix(p)) => Some(PathCond::Prefix(p.as_str().into())),
             Some(PathMatch::Exact(p)) => Some(PathCond::Exact(p.as_str().into())),
-            Some(PathMatch::Regex(r)) => Some(PathCond::Regex(
-                Regex::new(r).map_err(|e| CompileError::Invalid(format!("path_regex {r:?}: {e}")))?,
-            )),
+            Some(PathMatch::Regex(r)) => {
+                Some(PathCond::Regex(Regex::new(r).map_err(|e| {
+                    CompileError::Invalid(format!("path_regex {r:?}: {e}"))
+                })?))
+            }
         };
         let method = match &m.method {
             None => None,

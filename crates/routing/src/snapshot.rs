@@ -157,7 +157,12 @@ impl Snapshot {
                             existing.set_weight(t.weight);
                             Arc::clone(existing)
                         }
-                        None => Arc::new(Target::new(&spec.name, t.address.clone(), t.weight, initial)),
+                        None => Arc::new(Target::new(
+                            &spec.name,
+                            t.address.clone(),
+                            t.weight,
+                            initial,
+                        )),
                     }
                 })
                 .collect();
@@ -176,7 +181,9 @@ impl Snapshot {
                         let reach = reachable(&split, &groups);
                         (Action::Forward(split), reach)
                     }
-                    RouteAction::Redirect(x) => (Action::Redirect(RedirectAction::compile(x)?), vec![]),
+                    RouteAction::Redirect(x) => {
+                        (Action::Redirect(RedirectAction::compile(x)?), vec![])
+                    }
                     RouteAction::FixedResponse(x) => (Action::Fixed(Fixed::compile(x)?), vec![]),
                 };
                 routes.push(Route {
@@ -185,12 +192,21 @@ impl Snapshot {
                     metrics: RequestMetrics::register(&l.name, &r.name, ""),
                     group_metrics: reach
                         .into_iter()
-                        .map(|g| (g, RequestMetrics::register(&l.name, &r.name, groups[g].name())))
+                        .map(|g| {
+                            (
+                                g,
+                                RequestMetrics::register(&l.name, &r.name, groups[g].name()),
+                            )
+                        })
                         .collect(),
                     action,
                 });
             }
-            let forward = l.forward.as_ref().map(|f| compile_split(f, &group_index)).transpose()?;
+            let forward = l
+                .forward
+                .as_ref()
+                .map(|f| compile_split(f, &group_index))
+                .transpose()?;
             listeners.push(ListenerTable {
                 unmatched: RequestMetrics::register(&l.name, "", ""),
                 spec: l.clone(),
@@ -206,7 +222,10 @@ impl Snapshot {
     }
 
     pub fn group_by_name(&self, name: &str) -> Option<(usize, &Group)> {
-        self.groups.iter().enumerate().find(|(_, g)| g.name() == name)
+        self.groups
+            .iter()
+            .enumerate()
+            .find(|(_, g)| g.name() == name)
     }
 
     /// Picks a target for a request sent to group `group`: a healthy one;
@@ -245,7 +264,9 @@ impl Snapshot {
     pub fn has_usable(&self, group: usize) -> bool {
         let mut g = group;
         for _ in 0..=self.groups.len() {
-            let Some(grp) = self.groups.get(g) else { return false };
+            let Some(grp) = self.groups.get(g) else {
+                return false;
+            };
             if grp.has(Eligibility::Healthy) {
                 return true;
             }

@@ -13,11 +13,7 @@ pub const MAX_TABLE: u64 = 65_536;
 /// round robin), reduced by the weights' gcd. Zero weights never appear.
 /// Returns an empty table when every weight is zero.
 pub fn smooth_table(weights: &[u32]) -> Vec<u32> {
-    let g = weights
-        .iter()
-        .copied()
-        .filter(|&w| w > 0)
-        .fold(0u32, gcd);
+    let g = weights.iter().copied().filter(|&w| w > 0).fold(0u32, gcd);
     if g == 0 {
         return Vec::new();
     }

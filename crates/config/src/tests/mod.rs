@@ -101,8 +101,25 @@ pub(crate) fn assert_only_error(text: &str, line: usize, column: usize, needle: 
     assert_error_in(&errs, line, column, needle);
 }
 
-/// A fresh directory for one test (no temp-dir crate needed).
-pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh directory for one test (no temp-dir crate needed), removed
+/// when dropped.
+pub(crate) struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn temp_dir(tag: &str) -> TempDir {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
@@ -111,7 +128,7 @@ pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 pub(crate) const CERT_PEM: &str =
@@ -120,11 +137,10 @@ pub(crate) const KEY_PEM: &str =
     "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49fake\n-----END PRIVATE KEY-----\n";
 
 /// A directory holding `certs/a.pem` and `certs/a.key` with PEM headers.
-pub(crate) fn cert_dir() -> PathBuf {
+pub(crate) fn cert_dir() -> TempDir {
     let dir = temp_dir("certs");
     std::fs::create_dir_all(dir.join("certs")).unwrap();
     std::fs::write(dir.join("certs/a.pem"), CERT_PEM).unwrap();
     std::fs::write(dir.join("certs/a.key"), KEY_PEM).unwrap();
     dir
 }
-mod zz_sample;

@@ -153,6 +153,12 @@ fn address_forms() {
         parse_address("my_host-1.internal:65535", 1),
         Ok(addr("my_host-1.internal", 65535))
     );
+    assert_eq!(
+        Address::parse_target("10.0.0.1:9003"),
+        Ok(addr("10.0.0.1", 9003))
+    );
+    assert!(Address::parse_target("10.0.0.1:0").is_err());
+    assert_eq!(Address::parse_bind("[::]:0"), Ok(addr("::", 0)));
     for (bad, why) in [
         ("127.0.0.1", "missing `:PORT`"),
         (":80", "missing host"),

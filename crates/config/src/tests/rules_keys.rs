@@ -202,6 +202,26 @@ listeners:
         5,
         "listener \"t\": routes do not apply to protocol tcp; use forward",
     );
+    let dir = cert_dir();
+    let text = with_groups(
+        r#"
+listeners:
+  - name: s
+    bind: 127.0.0.1:0
+    protocol: tls
+    tls: { certificates: [ { cert_file: certs/a.pem, key_file: certs/a.key } ] }
+    routes: [ { name: r, forward: { target_group: pg } } ]
+    forward: { target_group: pg }
+"#,
+    );
+    let errs = errors_in(&text, &dir);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    super::assert_error_in(
+        &errs,
+        6,
+        5,
+        "listener \"s\": routes do not apply to protocol tls; use forward",
+    );
 }
 
 #[test]

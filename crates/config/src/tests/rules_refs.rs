@@ -252,13 +252,23 @@ listeners:
         49,
         "listener \"l\" forwards to target group \"web\", a http group; tcp listeners need tcp groups",
     );
+    let dir = super::cert_dir();
     let text = with_groups(
-        "listeners: [ { name: l, bind: 127.0.0.1:0, protocol: tcp, forward: { target_group: api } } ]\n",
+        r#"
+listeners:
+  - name: s
+    bind: 127.0.0.1:0
+    protocol: tls
+    tls: { certificates: [ { cert_file: certs/a.pem, key_file: certs/a.key } ] }
+    forward: { target_group: api }
+"#,
     );
-    assert_only_error(
-        &text,
-        1,
-        70,
-        "target group \"api\", a http2 group; tcp listeners need tcp groups",
+    let errs = super::errors_in(&text, &dir);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    super::assert_error_in(
+        &errs,
+        6,
+        16,
+        "listener \"s\" forwards to target group \"api\", a http2 group; tls listeners need tcp groups",
     );
 }

@@ -7,6 +7,21 @@ use std::path::{Path, PathBuf};
 
 use crate::model::{Address, HashOn, HostMatch};
 
+impl Address {
+    /// A target address as the YAML and the admin API take it: `IP:PORT`,
+    /// `HOST:PORT` or `[v6]:PORT` with port 1..=65535. Host names are
+    /// lower-cased.
+    pub fn parse_target(s: &str) -> Result<Address, String> {
+        parse_address(s, 1)
+    }
+
+    /// A bind address: like [`parse_target`](Self::parse_target), but port
+    /// 0 (ephemeral) is allowed.
+    pub fn parse_bind(s: &str) -> Result<Address, String> {
+        parse_address(s, 0)
+    }
+}
+
 /// `IP:PORT`, `HOST:PORT` or `[v6]:PORT`, with the port at least
 /// `min_port` (binds accept 0 = ephemeral, targets need a real port).
 pub(crate) fn parse_address(s: &str, min_port: u16) -> Result<Address, String> {
