@@ -217,3 +217,32 @@ async fn upstream_connection_close_does_not_close_the_client_connection() {
     }
     assert_eq!(up.requests(), 4);
 }
+
+#[tokio::test]
+async fn absolute_form_request_target_reaches_the_upstream_in_origin_form() {
+    let (lb, up) = setup().await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(b"GET http://app.test/abs/path?q=1 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    assert_eq!(conn.response(WAIT).await.unwrap().status, 200);
+    let seen = up.last_request().unwrap();
+    assert_eq!(seen.uri, "/abs/path?q=1");
+    assert_eq!(seen.header("host"), Some("app.test"));
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_continue_then_the_answer() {
+    let (lb, up) = setup().await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    // The client waits for 100 before sending its body.
+    let interim = conn.response(WAIT).await.unwrap();
+    assert_eq!(interim.status, 100);
+    conn.send(b"hello").await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!((res.status, res.body_text().as_str()), (200, "hello"));
+    assert_eq!(up.last_request().unwrap().body.as_ref(), b"hello");
+}

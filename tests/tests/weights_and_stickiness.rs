@@ -175,6 +175,91 @@ async fn consistent_hash_keeps_each_key_on_one_target() {
     assert_eq!(a.requests() + b.requests(), 90);
 }
 
+#[tokio::test]
+async fn consistent_hash_on_client_ip_and_cookie() {
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    let lb = Cfg::new()
+        .listener("ip", "- name: all\n  forward: { target_group: by-ip }")
+        .listener(
+            "cookie",
+            "- name: all\n  forward: { target_group: by-cookie }",
+        )
+        .group(
+            Group::new("by-ip", &[a.addr(), b.addr()])
+                .with("balance: consistent_hash\nhash_on: client_ip"),
+        )
+        .group(
+            Group::new("by-cookie", &[a.addr(), b.addr()])
+                .with("balance: consistent_hash\nhash_on: cookie:session"),
+        )
+        .start()
+        .await;
+    let client = TestClient::new();
+    // Every request comes from 127.0.0.1: one target takes them all.
+    let seen = tally(&client, &lb.url_on("ip", "/"), 20).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let mut first: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..2 {
+        for s in 0..20 {
+            let cookie = format!("theme=dark; session=s{s}");
+            let res = client
+                .get_with(&lb.url_on("cookie", "/"), &[("cookie", &cookie)])
+                .await
+                .unwrap();
+            let target = first.entry(cookie.clone()).or_insert(res.body.clone());
+            assert_eq!(*target, res.body, "{cookie} moved in round {round}");
+        }
+    }
+    let used: BTreeSet<&String> = first.values().collect();
+    assert_eq!(used.len(), 2);
+}
+
+#[tokio::test]
+async fn random_balance_uses_every_target() {
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    let lb = Cfg::new()
+        .listener("web", "- name: all\n  forward: { target_group: g }")
+        .group(Group::new("g", &[a.addr(), b.addr()]).with("balance: random"))
+        .start()
+        .await;
+    let client = TestClient::new();
+    tally(&client, &lb.url("/"), 100).await;
+    // The chance that 100 fair draws all land on one side is 2^-99.
+    assert!(a.requests() > 0 && b.requests() > 0);
+    assert_eq!(a.requests() + b.requests(), 100);
+}
+
+#[tokio::test]
+async fn target_stickiness_keeps_a_client_on_one_target() {
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    let lb = Cfg::new()
+        .listener("web", "- name: all\n  forward: { target_group: g }")
+        .group(
+            Group::new("g", &[a.addr(), b.addr()])
+                .with("stickiness: { cookie: SWYD, duration: 1h }"),
+        )
+        .start()
+        .await;
+    let client = TestClient::new();
+    let url = lb.url("/");
+    let first = client.get(&url).await.unwrap();
+    let cookie =
+        set_cookie(&first, "SWYD").unwrap_or_else(|| panic!("no SWYD cookie: {:?}", first.headers));
+    for i in 0..10 {
+        let res = client.get_with(&url, &[("cookie", &cookie)]).await.unwrap();
+        assert_eq!(res.body, first.body, "request {i} left the sticky target");
+    }
+    let (mine, other) = if first.body == "a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!((mine.requests(), other.requests()), (11, 0));
+    // Without the cookie, round robin as usual.
+    let seen = tally(&client, &url, 4).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
 /// The `name=value` part of the `Set-Cookie` for `cookie`, if any.
 fn set_cookie(res: &switchyard_testkit::TestResponse, cookie: &str) -> Option<String> {
     res.headers

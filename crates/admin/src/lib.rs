@@ -18,7 +18,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
+use switchyard_health::HealthChecks;
 use switchyard_routing::Snapshot;
+
+pub mod time;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -26,7 +29,8 @@ use tokio::sync::watch;
 pub struct AdminState {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub prometheus: Option<PrometheusHandle>,
-    /// Listeners bound (and, with health checks, the first round done).
+    pub health: Arc<HealthChecks>,
+    /// Listeners bound.
     pub ready: AtomicBool,
     /// SIGTERM seen: /readyz answers 503 from then on.
     pub shutting_down: AtomicBool,
@@ -36,10 +40,12 @@ impl AdminState {
     pub fn new(
         snapshot: Arc<ArcSwap<Snapshot>>,
         prometheus: Option<PrometheusHandle>,
+        health: Arc<HealthChecks>,
     ) -> AdminState {
         AdminState {
             snapshot,
             prometheus,
+            health,
             ready: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
         }
@@ -78,10 +84,20 @@ pub fn route(req: &Request<Incoming>, state: &AdminState) -> Response<AdminBody>
                     "text/plain",
                     "shutting down\n",
                 )
-            } else if state.ready.load(Ordering::Relaxed) {
-                reply(StatusCode::OK, "text/plain", "ready\n")
+            } else if !state.ready.load(Ordering::Relaxed) {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "listeners not bound\n",
+                )
+            } else if !state.health.ready(&state.snapshot.load()) {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "first health checks pending\n",
+                )
             } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+                reply(StatusCode::OK, "text/plain", "ready\n")
             }
         }
         (&Method::GET, "/metrics") => match &state.prometheus {
@@ -118,9 +134,13 @@ pub fn target_groups(snap: &Snapshot) -> serde_json::Value {
                         "address": t.label(),
                         "weight": t.weight(),
                         "state": t.state().as_str(),
-                        "reason": serde_json::Value::Null,
+                        "reason": t.reason(),
                         "in_flight": t.in_flight(),
-                        "last_check": serde_json::Value::Null,
+                        "last_check": t.last_check().map(|c| serde_json::json!({
+                            "result": c.result,
+                            "at": time::rfc3339(c.at),
+                            "detail": c.detail,
+                        })),
                     })
                 })
                 .collect();

@@ -9,6 +9,8 @@ use hyper::body::{Body, Incoming};
 use switchyard_config::TargetGroup;
 use switchyard_routing::{PickInput, Snapshot, Target, TargetState};
 
+use switchyard_health::outlier::observe;
+
 use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::error::ProxyError;
 use crate::guard::RequestMark;
@@ -172,6 +174,7 @@ pub async fn forward(
                 Ok(s) => s,
                 Err(e) => {
                     target.upstream.error();
+                    observe(&snap.groups[g], &target, true);
                     tracing::debug!(target = %target.label(), error = %e, "upstream connect failed");
                     last_err = ProxyError::Connect {
                         target: target.label().to_owned(),
@@ -217,6 +220,7 @@ pub async fn forward(
             }
             Outcome::Unsent(_) => {
                 target.upstream.error();
+                observe(&snap.groups[g], &target, true);
                 last_err = ProxyError::Upstream {
                     target: target.label().to_owned(),
                     reason: "connection closed before the request was sent".into(),
@@ -229,6 +233,7 @@ pub async fn forward(
             }
             Outcome::TimedOut => {
                 target.upstream.error();
+                observe(&snap.groups[g], &target, true);
                 return Forwarded {
                     result: Err(ProxyError::Timeout {
                         target: target.label().to_owned(),
@@ -239,6 +244,7 @@ pub async fn forward(
             }
             Outcome::Failed(reason) => {
                 target.upstream.error();
+                observe(&snap.groups[g], &target, true);
                 tracing::debug!(target = %target.label(), %reason, "upstream failed");
                 last_err = ProxyError::Upstream {
                     target: target.label().to_owned(),
@@ -262,6 +268,7 @@ pub async fn forward(
             Outcome::Response(resp, sender) => {
                 let status = resp.status().as_u16();
                 target.upstream.status(status);
+                observe(&snap.groups[g], &target, status >= 500);
                 if template.is_some()
                     && retry < retries.attempts
                     && retries.on.statuses.contains(&status)

@@ -354,7 +354,7 @@ mod tests {
         f.feed(b"Transfer-Encoding: chunked\r\n\r\n");
         assert!(!f.smuggling);
         f.feed(b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
-        f.feed(b"1e\r\nContent-Length: 5\r\n\r\nxxxxxx\r\n0\r\n\r\n");
+        f.feed(b"1e\r\nContent-Length: 5\r\n\r\nxxxxxxxxx\r\n0\r\n\r\n");
         assert!(!f.smuggling);
         f.feed(b"GET /c HTTP/1.1\r\nHo");
         assert!(f.head_in_progress());

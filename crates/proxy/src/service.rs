@@ -56,6 +56,15 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(resp);
     }
+    if http1 && !host_is_unambiguous(&req) {
+        // RFC 9112 3.2: more than one Host, or none on HTTP/1.1, is a 400.
+        // Routing reads the first Host; an upstream reading another one
+        // could be steered past the routes.
+        let mut resp = ProxyError::BadRequest("missing or repeated host").into_response();
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(resp);
+    }
     let snap = ctx.shared.snapshot.load_full();
     let Some(table) = snap
         .listeners
@@ -196,6 +205,16 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// Exactly one Host header, or none on HTTP/1.0 (RFC 9112 3.2).
+fn host_is_unambiguous<B>(req: &Request<B>) -> bool {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), None) => true,
+        (None, _) => req.version() < Version::HTTP_11,
+        (Some(_), Some(_)) => false,
+    }
+}
+
 /// Chooses the group (stickiness first, else by weight), rewrites the head
 /// and forwards. Returns the response, the group used, the target and the
 /// request id.
@@ -216,7 +235,7 @@ async fn forward_split(
     let sticky = now.and_then(|now| split.sticky_group(req.headers(), now));
     let (group, set_cookie) = match sticky {
         Some(g) if snap.has_usable(g) => (Some(g), false),
-        _ => (split.choose(), now.is_some()),
+        _ => (snap.choose_group(split), now.is_some()),
     };
     let Some(group) = group else {
         return (

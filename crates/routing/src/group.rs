@@ -106,8 +106,32 @@ impl Group {
         if self.targets.is_empty() {
             return None;
         }
-        let fresh =
-            |t: &Arc<Target>| elig.admits(t.state()) && !avoid.iter().any(|a| Arc::ptr_eq(a, t));
+        let slow = self.spec.slow_start;
+        if !slow.is_zero() {
+            // Slow start: a ramping target is passed over with probability
+            // 1 - ramp, which scales its share by about its ramp. If every
+            // candidate was passed over, pick without the ramp.
+            let ramped = |t: &Arc<Target>| {
+                let r = t.ramp(slow);
+                r >= 1.0 || fastrand::f64() < r
+            };
+            if let Some(t) = self.pick_with(elig, key, avoid, &ramped) {
+                return Some(t);
+            }
+        }
+        self.pick_with(elig, key, avoid, &|_| true)
+    }
+
+    fn pick_with<R: Fn(&Arc<Target>) -> bool>(
+        &self,
+        elig: Eligibility,
+        key: Option<u64>,
+        avoid: &[Arc<Target>],
+        ramp: &R,
+    ) -> Option<&Arc<Target>> {
+        let fresh = |t: &Arc<Target>| {
+            elig.admits(t.state()) && !avoid.iter().any(|a| Arc::ptr_eq(a, t)) && ramp(t)
+        };
         let found = match (&self.spec.balance, key) {
             (Balance::ConsistentHash(_), Some(k)) if !self.ring.is_empty() => {
                 self.walk(&self.ring, (k % self.ring.len() as u64) as usize, &fresh)
@@ -126,9 +150,31 @@ impl Group {
             if avoid.is_empty() {
                 None
             } else {
-                self.pick(elig, key, &[])
+                self.pick_with(elig, key, &[], ramp)
             }
         })
+    }
+
+    /// The group's share multiplier under slow start: the mean ramp of its
+    /// healthy targets (1.0 without slow start). A group whose targets are
+    /// all new ramps as a whole.
+    pub fn ramp(&self) -> f64 {
+        let slow = self.spec.slow_start;
+        if slow.is_zero() {
+            return 1.0;
+        }
+        let (mut sum, mut n) = (0.0, 0u32);
+        for t in &self.targets {
+            if t.state() == TargetState::Healthy {
+                sum += t.ramp(slow);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            1.0
+        } else {
+            sum / f64::from(n)
+        }
     }
 
     /// Walks `table` from `start` for the first target `ok` accepts. Only

@@ -259,6 +259,22 @@ impl Snapshot {
         None
     }
 
+    /// The next group of `split` by weight, scaled down for groups in slow
+    /// start (a whole new group ramps up instead of taking its full share
+    /// at once).
+    pub fn choose_group(&self, split: &Split) -> Option<usize> {
+        let mut g = split.choose()?;
+        // Bounded re-draws; with no ramping group this is one draw.
+        for _ in 0..4 {
+            let r = self.groups.get(g).map_or(1.0, Group::ramp);
+            if r >= 1.0 || fastrand::f64() < r {
+                return Some(g);
+            }
+            g = split.choose()?;
+        }
+        Some(g)
+    }
+
     /// Whether a request sent to `group` would find a target (following
     /// failover and fail_open exactly as `pick` does).
     pub fn has_usable(&self, group: usize) -> bool {

@@ -7,10 +7,11 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use switchyard_config::Address;
 
 /// Target states as INTERFACE.md names them.
@@ -40,7 +41,7 @@ impl TargetState {
         }
     }
 
-    fn from_u8(v: u8) -> TargetState {
+    pub fn from_u8(v: u8) -> TargetState {
         match v {
             1 => TargetState::Healthy,
             2 => TargetState::Unhealthy,
@@ -97,15 +98,53 @@ impl UpstreamCounters {
     }
 }
 
+/// Milliseconds since the process's first use of this clock: a compact,
+/// monotonic timestamp that fits an atomic.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    Instant::now().duration_since(epoch).as_millis() as u64 + 1
+}
+
+/// The result of a target's most recent active check, for the admin API.
+#[derive(Debug, Clone)]
+pub struct LastCheck {
+    /// `pass`, `fail`, `timeout` or `error`.
+    pub result: &'static str,
+    pub at: SystemTime,
+    /// The status code, or what went wrong.
+    pub detail: String,
+}
+
+// The health word: bits 0-1 the active-check state (Initial, Healthy,
+// Unhealthy), bit 2 ejected by outlier detection, bit 3 draining. Each
+// writer owns its bits; the data plane derives the state from one load.
+const CHECK_MASK: u8 = 0b0011;
+const EJECTED: u8 = 0b0100;
+const DRAINING: u8 = 0b1000;
+
 pub struct Target {
     group: Arc<str>,
     address: Address,
     /// `address` as text: metrics label, API key, stickiness cookie value.
     label: Arc<str>,
     weight: AtomicU32,
-    state: AtomicU8,
+    health: AtomicU8,
     in_flight: AtomicUsize,
+    /// When the target last became healthy (`now_ms`), for slow start;
+    /// 0 = long ago.
+    healthy_since: AtomicU64,
+    /// Passive outlier detection: failures in a row from real traffic.
+    pub consecutive_failures: AtomicU32,
+    /// Ejections so far (the ejection time doubles with each) and when
+    /// the last one began (`now_ms`), to forget old ones.
+    pub ejections: AtomicU32,
+    pub last_ejection: AtomicU64,
+    /// Set once the first active check has answered (pass, fail, timeout).
+    first_check_done: AtomicBool,
+    last_check: Mutex<Option<LastCheck>>,
     pub upstream: UpstreamCounters,
+    state_gauges: [Gauge; 4],
     /// Data-plane attachment (the proxy's connection pool), created on first
     /// use. Kept here so that it lives exactly as long as the target.
     pub ext: OnceLock<Box<dyn Any + Send + Sync>>,
@@ -125,16 +164,33 @@ impl fmt::Debug for Target {
 impl Target {
     pub fn new(group: &str, address: Address, weight: u32, state: TargetState) -> Target {
         let label: Arc<str> = Arc::from(address.to_string());
-        Target {
+        let gauge = |s: TargetState| {
+            metrics::gauge!(
+                "switchyard_target_state",
+                "target_group" => group.to_owned(),
+                "target" => label.to_string(),
+                "state" => s.as_str()
+            )
+        };
+        let t = Target {
             upstream: UpstreamCounters::register(group, &label),
+            state_gauges: TargetState::ALL.map(gauge),
             group: Arc::from(group),
             address,
             label,
             weight: AtomicU32::new(weight),
-            state: AtomicU8::new(state as u8),
+            health: AtomicU8::new(TargetState::Initial as u8),
             in_flight: AtomicUsize::new(0),
+            healthy_since: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            last_ejection: AtomicU64::new(0),
+            first_check_done: AtomicBool::new(false),
+            last_check: Mutex::new(None),
             ext: OnceLock::new(),
-        }
+        };
+        t.set_state(state);
+        t
     }
 
     pub fn group(&self) -> &str {
@@ -158,12 +214,130 @@ impl Target {
         self.weight.store(weight, Ordering::Relaxed);
     }
 
+    /// The state the data plane acts on: one atomic load.
     pub fn state(&self) -> TargetState {
-        TargetState::from_u8(self.state.load(Ordering::Relaxed))
+        let w = self.health.load(Ordering::Relaxed);
+        if w & DRAINING != 0 {
+            TargetState::Draining
+        } else if w & EJECTED != 0 {
+            TargetState::Unhealthy
+        } else {
+            TargetState::from_u8(w & CHECK_MASK)
+        }
     }
 
-    pub fn set_state(&self, state: TargetState) {
-        self.state.store(state as u8, Ordering::Relaxed);
+    /// Why the target is not healthy: `outlier`, `health_check`,
+    /// `deregistered`; `None` when healthy or not yet checked.
+    pub fn reason(&self) -> Option<&'static str> {
+        let w = self.health.load(Ordering::Relaxed);
+        if w & DRAINING != 0 {
+            Some("deregistered")
+        } else if w & EJECTED != 0 {
+            Some("outlier")
+        } else if w & CHECK_MASK == TargetState::Unhealthy as u8 {
+            Some("health_check")
+        } else {
+            None
+        }
+    }
+
+    /// The active-check state alone (what the checker last decided).
+    pub fn check_state(&self) -> TargetState {
+        TargetState::from_u8(self.health.load(Ordering::Relaxed) & CHECK_MASK)
+    }
+
+    fn update(&self, f: impl Fn(u8) -> u8) -> (TargetState, TargetState) {
+        let before = self.state();
+        let _ = self
+            .health
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| Some(f(w)));
+        let after = self.state();
+        if before != after {
+            if after == TargetState::Healthy {
+                self.healthy_since.store(now_ms(), Ordering::Relaxed);
+            }
+            self.publish_gauges(after);
+        }
+        (before, after)
+    }
+
+    fn publish_gauges(&self, state: TargetState) {
+        for (g, s) in self.state_gauges.iter().zip(TargetState::ALL) {
+            g.set(if s == state { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// Sets the state as a whole: `Draining` marks draining; the others
+    /// set the active-check state and clear ejection and draining. Returns
+    /// (before, after) effective states. Used by tests and by compile.
+    pub fn set_state(&self, state: TargetState) -> (TargetState, TargetState) {
+        let (before, after) = self.update(|_| match state {
+            TargetState::Draining => DRAINING,
+            s => s as u8,
+        });
+        self.publish_gauges(after);
+        (before, after)
+    }
+
+    /// The health checker's verdict. Ejection and draining still win.
+    pub fn set_check_state(&self, state: TargetState) -> (TargetState, TargetState) {
+        let bits = match state {
+            TargetState::Draining => return (self.state(), self.state()),
+            s => s as u8,
+        };
+        self.update(|w| (w & !CHECK_MASK) | bits)
+    }
+
+    /// Outlier ejection on or off. Returns (before, after).
+    pub fn set_ejected(&self, ejected: bool) -> (TargetState, TargetState) {
+        self.update(|w| if ejected { w | EJECTED } else { w & !EJECTED })
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.health.load(Ordering::Relaxed) & EJECTED != 0
+    }
+
+    /// Deregistered: no new work from now on.
+    pub fn set_draining(&self) -> (TargetState, TargetState) {
+        self.update(|w| w | DRAINING)
+    }
+
+    /// Marks a target that must ramp up from now (slow start), e.g. every
+    /// target of a group that is new in the config.
+    pub fn restart_ramp(&self) {
+        self.healthy_since.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The share multiplier under slow start: 0.1 at the start of the ramp,
+    /// rising linearly to 1.0 at `slow_start`.
+    pub fn ramp(&self, slow_start: Duration) -> f64 {
+        let since = self.healthy_since.load(Ordering::Relaxed);
+        let window = slow_start.as_millis() as u64;
+        if since == 0 || window == 0 {
+            return 1.0;
+        }
+        let elapsed = now_ms().saturating_sub(since);
+        if elapsed >= window {
+            return 1.0;
+        }
+        0.1 + 0.9 * (elapsed as f64 / window as f64)
+    }
+
+    /// Records an active check's result for the admin API.
+    pub fn record_check(&self, check: LastCheck) {
+        self.first_check_done.store(true, Ordering::Relaxed);
+        if let Ok(mut g) = self.last_check.lock() {
+            *g = Some(check);
+        }
+    }
+
+    pub fn last_check(&self) -> Option<LastCheck> {
+        self.last_check.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Whether the first active check has answered.
+    pub fn first_check_done(&self) -> bool {
+        self.first_check_done.load(Ordering::Relaxed)
     }
 
     /// Requests (or TCP connections) currently using this target.

@@ -74,10 +74,10 @@ listeners:
             - {{ name: green, weight: 10 }}
 target_groups:
   - name: blue
-    health_check: {{ protocol: none }}
+    health_check: {{ path: /health, interval: 2s, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 2 }}
     targets: [ {{ address: "{b0}" }}, {{ address: "{b1}" }} ]
   - name: green
-    health_check: {{ protocol: none }}
+    health_check: {{ path: /health, interval: 2s, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 2 }}
     targets: [ {{ address: "{g0}" }}, {{ address: "{g1}" }} ]
 "#,
         b0 = blue[0],

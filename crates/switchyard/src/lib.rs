@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use switchyard_admin::AdminState;
 use switchyard_config::{Address, Config, LogPath, Shutdown};
+use switchyard_health::HealthChecks;
 use switchyard_proxy::{AccessLog, ListenerHandle, Shared};
 use switchyard_routing::Snapshot;
 use tokio::sync::watch;
@@ -57,6 +58,7 @@ pub struct Running {
     pub listeners: Vec<(String, SocketAddr)>,
     pub shared: Arc<Shared>,
     pub admin: Arc<AdminState>,
+    pub health: Arc<HealthChecks>,
     handles: Vec<ListenerHandle>,
     admin_stop: watch::Sender<bool>,
     shutdown: Shutdown,
@@ -105,7 +107,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let snapshot = Snapshot::compile(config, None).context("compiling the configuration")?;
     let swap = Arc::new(ArcSwap::from_pointee(snapshot));
     let shared = Arc::new(Shared::new(Arc::clone(&swap), access_log));
-    let admin = Arc::new(AdminState::new(Arc::clone(&swap), prometheus.clone()));
+    // Checks start at once: targets begin `initial` and /readyz waits for
+    // every first answer.
+    let health = HealthChecks::new();
+    health.sync(&swap.load());
+    let admin = Arc::new(AdminState::new(
+        Arc::clone(&swap),
+        prometheus.clone(),
+        Arc::clone(&health),
+    ));
 
     let mut handles = Vec::new();
     let mut listeners = Vec::new();
@@ -142,6 +152,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         listeners,
         shared,
         admin,
+        health,
         handles,
         admin_stop,
         shutdown,
@@ -178,6 +189,7 @@ impl Running {
         {
             tracing::warn!(timeout = ?self.shutdown.timeout, "shutdown timeout: closing remaining connections");
         }
+        self.health.stop_all();
         let _ = self.admin_stop.send(true);
     }
 }

@@ -145,6 +145,14 @@ fn demo() -> anyhow::Result<()> {
         let loaded = switchyard_config::parse_str(&yaml, "<demo>", std::path::Path::new("."))
             .map_err(|e| anyhow::anyhow!("embedded demo config is invalid: {e}"))?;
         let running = switchyard::start(loaded.config).await?;
+        // Print the URLs once the first health checks have answered, so the
+        // first curl already sees healthy targets.
+        for _ in 0..100 {
+            if running.health.ready(&running.shared.snapshot.load()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let url = running
             .addr("demo")
             .map(|a| format!("http://{a}"))
@@ -159,7 +167,7 @@ fn demo() -> anyhow::Result<()> {
              \n  curl -s -H 'x-canary: always' {url}/          # always green\
              \n  curl -si {url}/old/page                       # 302 redirect to /\
              \n  curl -si {url}/maintenance                    # fixed 503 response\
-             \n  curl -s http://{admin}/api/v1/target-groups\
+             \n  curl -s http://{admin}/api/v1/target-groups   # health of each target\
              \n  curl -s http://{admin}/metrics | grep switchyard_requests_total\
              \n\nPress Ctrl-C to stop.\n"
         );

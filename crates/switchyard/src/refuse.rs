@@ -4,7 +4,7 @@
 //! ahead of the features. `run` must never silently ignore a key, so it
 //! refuses a config that uses one of these, naming the key and its place.
 
-use switchyard_config::{CheckProtocol, GroupProtocol, ListenerProtocol, Loaded};
+use switchyard_config::{GroupProtocol, ListenerProtocol, Loaded};
 
 /// One message per unsupported use, `file:line:col: ...`.
 pub fn unsupported(loaded: &Loaded, origin: &str) -> Vec<String> {
@@ -45,39 +45,6 @@ pub fn unsupported(loaded: &Loaded, origin: &str) -> Vec<String> {
                 key("protocol"),
                 format!("target group {name:?}: `protocol: tcp`"),
             ),
-        }
-        let explicit = |k: &str| loaded.source.find(&key(k)).is_some();
-        if explicit("health_check") && g.health_check.protocol != CheckProtocol::None {
-            refuse(
-                key("health_check"),
-                format!("target group {name:?}: active `health_check` (only `protocol: none`)"),
-            );
-        }
-        if g.outlier_detection.is_some() {
-            refuse(
-                key("outlier_detection"),
-                format!("target group {name:?}: `outlier_detection`"),
-            );
-        }
-        if !g.slow_start.is_zero() {
-            refuse(
-                key("slow_start"),
-                format!("target group {name:?}: `slow_start`"),
-            );
-        }
-        if g.failover.is_some() {
-            refuse(
-                key("failover"),
-                format!("target group {name:?}: `failover`"),
-            );
-        }
-        if !g.fail_open && g.health_check.protocol != CheckProtocol::None {
-            // Without active checks no target ever leaves `initial`, so
-            // fail_open: false would answer 503 to everything.
-            refuse(
-                key("fail_open"),
-                format!("target group {name:?}: `fail_open: false` without `health_check: {{protocol: none}}`"),
-            );
         }
         if g.proxy_protocol.is_some() {
             refuse(

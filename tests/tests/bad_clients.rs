@@ -1,0 +1,347 @@
+//! Protection against bad clients, on raw sockets: malformed requests (400),
+//! oversized heads (431), request smuggling (400, nothing forwarded),
+//! slowloris and silent clients (closed within `header_read`). After each,
+//! the balancer still serves normal requests.
+
+use std::time::Duration;
+
+use switchyard::Running;
+use switchyard_testkit::FakeUpstream;
+use switchyard_tests::{must_get, raw_get, Cfg, RawConn, Urls, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// `header_read` is short so slow-client tests are quick; `idle` is long so
+/// it cannot be what closes a connection in these tests.
+async fn setup() -> (Running, FakeUpstream) {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = Cfg::new()
+        .listener_with(
+            "web",
+            "timeouts: { header_read: 500ms, idle: 30s }",
+            "- name: all\n  forward: { target_group: g }",
+        )
+        .group(switchyard_tests::Group::new("g", &[up.addr()]))
+        .start()
+        .await;
+    (lb, up)
+}
+
+/// A normal request through the balancer still works, and it is the only
+/// new request the upstream sees.
+async fn still_serves(lb: &Running, up: &FakeUpstream) {
+    let before = up.requests();
+    let res = must_get(&lb.url("/after")).await;
+    assert_eq!((res.status, res.body.as_str()), (200, "up"));
+    assert_eq!(up.requests(), before + 1);
+    assert_eq!(up.last_request().unwrap().uri, "/after");
+}
+
+/// Sends `bytes` on a fresh connection and reads the one response.
+async fn exchange(lb: &Running, bytes: &[u8]) -> switchyard_tests::RawResponse {
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    // The balancer may answer and close before reading everything.
+    let _ = conn.try_send(bytes).await;
+    conn.response(WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("no response to {:?}...: {e}", &bytes[..bytes.len().min(40)]))
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400() {
+    let (lb, up) = setup().await;
+    let cases: [&[u8]; 5] = [
+        b"THIS IS NOT HTTP\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n",
+    ];
+    for bytes in cases {
+        let res = exchange(&lb, bytes).await;
+        // HTTP/9.9 may be refused as 505; everything else is a 400.
+        assert!(
+            res.status == 400 || (bytes.starts_with(b"GET / HTTP/9") && res.status == 505),
+            "{:?} -> {}",
+            String::from_utf8_lossy(bytes),
+            res.head
+        );
+    }
+    // Binary garbage: an error answer or a close, never a forward.
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    let _ = conn
+        .try_send(&[0u8, 0xff, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'])
+        .await;
+    conn.closed_within(WAIT).await.unwrap();
+    assert!(
+        conn.pending_text().is_empty() || conn.pending_text().starts_with("HTTP/1.1 400"),
+        "{}",
+        conn.pending_text()
+    );
+    assert_eq!(up.requests(), 0);
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn huge_header_gets_431() {
+    let (lb, up) = setup().await;
+    let big = "a".repeat(70 * 1024);
+    let bytes = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let res = exchange(&lb, bytes.as_bytes()).await;
+    assert_eq!(res.status, 431, "{}", res.head);
+    // Just under the limit is fine.
+    let ok = "b".repeat(60 * 1024);
+    let bytes = format!("GET /big HTTP/1.1\r\nHost: x\r\nX-Big: {ok}\r\nConnection: close\r\n\r\n");
+    let res = exchange(&lb, bytes.as_bytes()).await;
+    assert_eq!(res.status, 200, "{}", res.head);
+    assert_eq!(
+        up.last_request().unwrap().header("x-big").map(str::len),
+        Some(ok.len())
+    );
+    assert_eq!(up.requests(), 1);
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn too_many_header_lines_get_431() {
+    let (lb, up) = setup().await;
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..300 {
+        head.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    let res = exchange(&lb, head.as_bytes()).await;
+    assert_eq!(res.status, 431, "{}", res.head);
+    assert_eq!(up.requests(), 0);
+    still_serves(&lb, &up).await;
+}
+
+/// A request whose body, read by Content-Length, hides a second request;
+/// read as chunked, the body is empty and `/smuggled` would be next.
+fn smuggling(cl_first: bool) -> Vec<u8> {
+    let hidden = "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (first, second) = (
+        format!("Content-Length: {}", hidden.len()),
+        "Transfer-Encoding: chunked".to_owned(),
+    );
+    let (a, b) = if cl_first {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    format!("POST /front HTTP/1.1\r\nHost: x\r\n{a}\r\n{b}\r\n\r\n{hidden}").into_bytes()
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused_and_nothing_is_smuggled() {
+    let (lb, up) = setup().await;
+    for cl_first in [true, false] {
+        let mut conn = RawConn::connect(lb.listen_addr()).await;
+        conn.send(&smuggling(cl_first)).await;
+        let res = conn.response(WAIT).await.unwrap();
+        assert_eq!(res.status, 400, "{}", res.head);
+        // The connection is closed: nothing after that head is read.
+        conn.closed_within(WAIT).await.unwrap();
+        assert_eq!(conn.pending_text(), "", "a second response came back");
+    }
+    still_serves(&lb, &up).await;
+    let seen: Vec<String> = up.requests_log().into_iter().map(|r| r.uri).collect();
+    assert_eq!(seen, ["/after"]);
+}
+
+#[tokio::test]
+async fn smuggling_attempt_after_a_good_request_on_the_same_connection() {
+    let (lb, up) = setup().await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    // A first, honest request with a body that looks like headers.
+    let body = "Transfer-Encoding: chunked\r\n\r\n";
+    conn.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!((res.status, res.body_text()), (200, body.to_owned()));
+    // Then the attack, on the same keep-alive connection.
+    conn.send(&smuggling(false)).await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!(res.status, 400, "{}", res.head);
+    conn.closed_within(WAIT).await.unwrap();
+    still_serves(&lb, &up).await;
+    let seen: Vec<String> = up.requests_log().into_iter().map(|r| r.uri).collect();
+    assert_eq!(seen, ["/echo", "/after"]);
+}
+
+#[tokio::test]
+async fn conflicting_or_invalid_framing_headers_get_400_and_reach_no_upstream() {
+    let (lb, up) = setup().await;
+    let cases: [&[u8]; 9] = [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\ntransfer-encoding: CHUNKED\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+    ];
+    for bytes in cases {
+        let mut conn = RawConn::connect(lb.listen_addr()).await;
+        let _ = conn.try_send(bytes).await;
+        let res = conn.response(WAIT).await.unwrap();
+        assert_eq!(res.status, 400, "{:?}", String::from_utf8_lossy(bytes));
+        conn.closed_within(WAIT).await.unwrap();
+    }
+    assert_eq!(up.requests(), 0);
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn ambiguous_or_missing_host_gets_400() {
+    let (lb, up) = setup().await;
+    // RFC 9112 3.2: more than one Host, or none on HTTP/1.1, is a 400. A
+    // balancer that routes on one Host while the upstream reads the other
+    // can be steered past its routes.
+    let cases: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nhost: a.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-No-Host: 1\r\n\r\n",
+    ];
+    for bytes in cases {
+        let res = exchange(&lb, bytes).await;
+        assert_eq!(res.status, 400, "{:?}", String::from_utf8_lossy(bytes));
+    }
+    assert_eq!(up.requests(), 0);
+    // HTTP/1.0 needs no Host.
+    let res = exchange(&lb, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(up.requests(), 1);
+    still_serves(&lb, &up).await;
+}
+
+/// What a connection closed on a slow client may have received: nothing, or
+/// a 408.
+fn closed_quietly_or_408(conn: &RawConn) {
+    let got = conn.pending_text();
+    assert!(
+        got.is_empty() || got.starts_with("HTTP/1.1 408"),
+        "unexpected answer: {got:?}"
+    );
+}
+
+#[tokio::test]
+async fn partial_head_then_silence_is_closed_within_header_read() {
+    let (lb, up) = setup().await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    let started = Instant::now();
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+    conn.closed_within(WAIT).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed too early: {took:?}"
+    );
+    closed_quietly_or_408(&conn);
+    assert_eq!(up.requests(), 0);
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn partial_second_head_on_a_keep_alive_connection_is_closed_within_header_read() {
+    let (lb, up) = setup().await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(&raw_get("/first")).await;
+    assert_eq!(conn.response(WAIT).await.unwrap().status, 200);
+    // idle is 30s: only header_read, from the head's first byte, can end this.
+    let started = Instant::now();
+    conn.send(b"GET /second HTTP/1.1\r\nHo").await;
+    conn.closed_within(WAIT).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed too early: {took:?}"
+    );
+    closed_quietly_or_408(&conn);
+    assert_eq!(up.requests(), 1);
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn silent_client_is_closed_within_header_read() {
+    let (lb, up) = setup().await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    let started = Instant::now();
+    conn.closed_within(WAIT).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    closed_quietly_or_408(&conn);
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn dribbling_a_head_byte_by_byte_does_not_extend_header_read() {
+    let (lb, up) = setup().await;
+    let stream = TcpStream::connect(lb.listen_addr()).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let started = Instant::now();
+    // One byte every 50ms of a head that never ends: each byte is "progress"
+    // but the whole head must still arrive within header_read.
+    let writer = tokio::spawn(async move {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Drip: ";
+        for i in 0..200usize {
+            let byte = head.get(i).copied().unwrap_or(b'a');
+            if wr.write_all(&[byte]).await.is_err() {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        200
+    });
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(closed.is_ok(), "still open after {took:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed too early: {took:?}"
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text:?}"
+    );
+    let sent = writer.await.unwrap();
+    assert!(sent < 200, "the writer was never cut off");
+    assert_eq!(up.requests(), 0);
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn a_slow_but_complete_head_within_header_read_is_served() {
+    let (lb, up) = setup().await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    // Three pieces over ~200ms, well inside the 500ms header_read.
+    for part in [&b"GET /slow HTTP/1.1\r\n"[..], b"Host: x\r\n", b"\r\n"] {
+        conn.send(part).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!((res.status, res.body_text().as_str()), (200, "up"));
+    // And the connection is kept alive for the next request.
+    conn.send(&raw_get("/again")).await;
+    assert_eq!(conn.response(WAIT).await.unwrap().status, 200);
+    assert_eq!(up.requests(), 2);
+}

@@ -1,0 +1,122 @@
+//! Graceful shutdown of an in-process balancer (`Running::shutdown`, what
+//! SIGTERM runs): /readyz 503 at once, drain_delay, stop accepting, in-flight
+//! requests finish, idle connections close, `shutdown.timeout` bounds it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchyard_testkit::{eventually, get, FakeUpstream};
+use switchyard_tests::{must_get, raw_get, Cfg, RawConn, Urls, WAIT};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+async fn refused(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await,
+        Ok(Err(_))
+    )
+}
+
+async fn readyz(url: &str) -> Option<u16> {
+    get(url).await.ok().map(|r| r.status)
+}
+
+#[tokio::test]
+async fn in_flight_request_finishes_while_readyz_turns_503_and_accepting_stops() {
+    let up = FakeUpstream::builder("up")
+        .delay(Duration::from_millis(1500))
+        .start()
+        .await;
+    let lb = Cfg::simple(&[up.addr()]).start().await;
+    let (addr, ready_url) = (lb.listen_addr(), lb.admin_url("/readyz"));
+    assert_eq!(readyz(&ready_url).await, Some(200));
+
+    let url = lb.url("/slow");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    eventually!(WAIT, up.requests() == 1);
+    let started = Instant::now();
+    let shutdown = tokio::spawn(lb.shutdown());
+
+    eventually!(WAIT, readyz(&ready_url).await == Some(503));
+    eventually!(WAIT, refused(addr).await, "still accepting during shutdown");
+    assert!(!shutdown.is_finished(), "returned with a request in flight");
+
+    let res = in_flight.await.unwrap().unwrap();
+    assert_eq!((res.status, res.body.as_str()), (200, "up"));
+    // HTTP/1: the response in progress at shutdown closes its connection.
+    assert_eq!(res.header("connection"), Some("close"));
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown returns once nothing is in flight")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn idle_client_connections_do_not_hold_shutdown() {
+    let up = FakeUpstream::builder("up").start().await;
+    // Long idle timeout: only shutdown can close the idle connection.
+    let lb = Cfg::new()
+        .listener_with(
+            "web",
+            "timeouts: { idle: 60s }",
+            "- name: all\n  forward: { target_group: g }",
+        )
+        .group(switchyard_tests::Group::new("g", &[up.addr()]))
+        .start()
+        .await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(&raw_get("/")).await;
+    assert_eq!(conn.response(WAIT).await.unwrap().status, 200);
+
+    let started = Instant::now();
+    tokio::time::timeout(WAIT, lb.shutdown())
+        .await
+        .expect("shutdown waited on an idle connection");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    conn.closed_within(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_timeout_bounds_the_wait_for_long_requests() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = Cfg::simple(&[up.addr()])
+        .top("shutdown: { timeout: 500ms }")
+        .start()
+        .await;
+    let url = lb.url("/sleep/20000");
+    let _long = tokio::spawn(async move { get(&url).await });
+    eventually!(WAIT, up.requests() == 1);
+    let started = Instant::now();
+    tokio::time::timeout(WAIT, lb.shutdown())
+        .await
+        .expect("shutdown ignored its timeout");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400),
+        "did not wait at all: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn drain_delay_keeps_serving_new_connections_first() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = Cfg::simple(&[up.addr()])
+        .top("shutdown: { drain_delay: 1500ms, timeout: 5s }")
+        .start()
+        .await;
+    let (addr, url, ready_url) = (lb.listen_addr(), lb.url("/during"), lb.admin_url("/readyz"));
+    let started = Instant::now();
+    let shutdown = tokio::spawn(lb.shutdown());
+    eventually!(WAIT, readyz(&ready_url).await == Some(503));
+    // Not ready, but still serving new clients during the drain delay.
+    let res = must_get(&url).await;
+    assert_eq!((res.status, res.body.as_str()), (200, "up"));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "test too slow to see the delay"
+    );
+    tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    assert!(refused(addr).await, "still accepting after shutdown");
+}
