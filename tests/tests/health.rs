@@ -4,6 +4,9 @@
 //! timeout) with generous slack for a shared 2-core machine; the measured
 //! times are printed (`cargo test -- --nocapture` shows them).
 
+// Test helpers: a panic is how a failed expectation is reported.
+#![allow(clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -193,7 +193,8 @@ async fn every_condition_of_a_match_must_hold() {
     let res = get_with(&lb.url("/a/1"), &all).await.unwrap();
     assert_eq!(res.body, "a");
     // Drop one condition at a time: each miss falls through to `rest`.
-    let misses: [(&str, &str, &[(&str, &str)]); 4] = [
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let misses: [(&str, &str, Headers); 4] = [
         ("GET", "/a/1", &[("host", "b.test"), ("x-k", "v")]),
         ("GET", "/b/1", &all),
         ("GET", "/a/1", &[("host", "a.test")]),

@@ -24,7 +24,7 @@ async fn readyz(url: &str) -> Option<u16> {
 #[tokio::test]
 async fn in_flight_request_finishes_while_readyz_turns_503_and_accepting_stops() {
     let up = FakeUpstream::builder("up")
-        .delay(Duration::from_millis(1500))
+        .delay(Duration::from_millis(2500))
         .start()
         .await;
     let lb = Cfg::simple(&[up.addr()]).start().await;
@@ -49,7 +49,7 @@ async fn in_flight_request_finishes_while_readyz_turns_503_and_accepting_stops()
         .await
         .expect("shutdown returns once nothing is in flight")
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(6));
 }
 
 #[tokio::test]
@@ -102,7 +102,7 @@ async fn shutdown_timeout_bounds_the_wait_for_long_requests() {
 async fn drain_delay_keeps_serving_new_connections_first() {
     let up = FakeUpstream::builder("up").start().await;
     let lb = Cfg::simple(&[up.addr()])
-        .top("shutdown: { drain_delay: 1500ms, timeout: 5s }")
+        .top("shutdown: { drain_delay: 3s, timeout: 5s }")
         .start()
         .await;
     let (addr, url, ready_url) = (lb.listen_addr(), lb.url("/during"), lb.admin_url("/readyz"));
@@ -117,6 +117,6 @@ async fn drain_delay_keeps_serving_new_connections_first() {
         "test too slow to see the delay"
     );
     tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(1400));
+    assert!(started.elapsed() >= Duration::from_millis(2900));
     assert!(refused(addr).await, "still accepting after shutdown");
 }

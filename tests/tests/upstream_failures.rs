@@ -222,7 +222,7 @@ async fn retries_back_off_between_tries() {
     // With a tiny backoff the same three tries are quick.
     let started = Instant::now();
     assert_eq!(must_get(&lb.url_on("fast", "/")).await.status, 503);
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 #[tokio::test]
@@ -329,8 +329,12 @@ async fn a_get_with_a_body_is_not_re_sent_after_an_answer() {
 /// A broken upstream: reads each request head, writes `reply` as is, and
 /// closes the connection.
 async fn raw_upstream(reply: &'static [u8]) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {

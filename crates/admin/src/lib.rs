@@ -9,27 +9,25 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchyard_health::HealthChecks;
-use switchyard_routing::Snapshot;
+use switchyard_control::Control;
 
+pub mod api;
 pub mod time;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// What the admin API reads.
 pub struct AdminState {
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub control: Arc<Control>,
     pub prometheus: Option<PrometheusHandle>,
-    pub health: Arc<HealthChecks>,
     /// Listeners bound.
     pub ready: AtomicBool,
     /// SIGTERM seen: /readyz answers 503 from then on.
@@ -37,15 +35,10 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    pub fn new(
-        snapshot: Arc<ArcSwap<Snapshot>>,
-        prometheus: Option<PrometheusHandle>,
-        health: Arc<HealthChecks>,
-    ) -> AdminState {
+    pub fn new(control: Arc<Control>, prometheus: Option<PrometheusHandle>) -> AdminState {
         AdminState {
-            snapshot,
+            control,
             prometheus,
-            health,
             ready: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
         }
@@ -72,82 +65,129 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<AdminBody> {
     reply(status, "application/json", text)
 }
 
+fn not_allowed() -> Response<AdminBody> {
+    reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain",
+        "method not allowed\n",
+    )
+}
+
+/// Reads a request body of at most `api::MAX_BODY` bytes.
+async fn read_body(body: Incoming) -> Result<Bytes, Response<AdminBody>> {
+    let limited = Limited::new(body, api::MAX_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(_) => Err(json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({ "error": "body unreadable or over 64 KiB" }),
+        )),
+    }
+}
+
 /// The answer to one admin request.
-pub fn route(req: &Request<Incoming>, state: &AdminState) -> Response<AdminBody> {
-    let path = req.uri().path();
-    match (req.method(), path) {
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
-        (&Method::GET, "/readyz") => {
-            if state.shutting_down.load(Ordering::Relaxed) {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "shutting down\n",
-                )
-            } else if !state.ready.load(Ordering::Relaxed) {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "listeners not bound\n",
-                )
-            } else if !state.health.ready(&state.snapshot.load()) {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "first health checks pending\n",
-                )
-            } else {
-                reply(StatusCode::OK, "text/plain", "ready\n")
+pub async fn route(req: Request<Incoming>, state: &AdminState) -> Response<AdminBody> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let control = &state.control;
+    match path.as_str() {
+        "/healthz" => match method {
+            Method::GET | Method::HEAD => reply(StatusCode::OK, "text/plain", "ok\n"),
+            _ => not_allowed(),
+        },
+        "/readyz" => match method {
+            Method::GET | Method::HEAD => readyz(state),
+            _ => not_allowed(),
+        },
+        "/metrics" => match (&method, &state.prometheus) {
+            (&Method::GET, Some(p)) => {
+                reply(StatusCode::OK, "text/plain; version=0.0.4", p.render())
             }
-        }
-        (&Method::GET, "/metrics") => match &state.prometheus {
-            Some(p) => reply(StatusCode::OK, "text/plain; version=0.0.4", p.render()),
-            None => reply(
+            (&Method::GET, None) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
                 "metrics recorder not installed\n",
             ),
+            _ => not_allowed(),
         },
-        (&Method::GET, "/api/v1/target-groups") => {
-            json(StatusCode::OK, &target_groups(&state.snapshot.load()))
+        "/api/v1/target-groups" => match method {
+            Method::GET => json(
+                StatusCode::OK,
+                &api::target_groups(&control.snapshot.load()),
+            ),
+            _ => not_allowed(),
+        },
+        "/api/v1/config" => match method {
+            Method::GET => json(StatusCode::OK, &api::config_status(control)),
+            _ => not_allowed(),
+        },
+        "/api/v1/reload" => match method {
+            Method::POST => {
+                let (status, v) = api::reload(control).await;
+                json(status, &v)
+            }
+            _ => not_allowed(),
+        },
+        p if p.starts_with("/api/v1/target-groups/") => {
+            let rest = &p["/api/v1/target-groups/".len()..];
+            let parts: Vec<&str> = rest.split('/').collect();
+            match (parts.as_slice(), &method) {
+                ([group, "targets"], &Method::POST) => {
+                    let Some(group) = api::percent_decode(group) else {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            &serde_json::json!({ "error": "bad group name encoding" }),
+                        );
+                    };
+                    let body = match read_body(req.into_body()).await {
+                        Ok(b) => b,
+                        Err(resp) => return resp,
+                    };
+                    let (status, v) = api::register(control, &group, &body);
+                    json(status, &v)
+                }
+                ([group, "targets", address], &Method::DELETE) => {
+                    let (Some(group), Some(address)) =
+                        (api::percent_decode(group), api::percent_decode(address))
+                    else {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            &serde_json::json!({ "error": "bad percent-encoding" }),
+                        );
+                    };
+                    let (status, v) = api::deregister(control, &group, &address);
+                    json(status, &v)
+                }
+                ([_, "targets"], _) | ([_, "targets", _], _) => not_allowed(),
+                _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+            }
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/api/v1/target-groups") => reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "method not allowed\n",
-        ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 
-/// `GET /api/v1/target-groups`, shaped as INTERFACE.md shows.
-pub fn target_groups(snap: &Snapshot) -> serde_json::Value {
-    let groups: Vec<serde_json::Value> = snap
-        .groups
-        .iter()
-        .map(|g| {
-            let targets: Vec<serde_json::Value> = g
-                .targets
-                .iter()
-                .map(|t| {
-                    serde_json::json!({
-                        "address": t.label(),
-                        "weight": t.weight(),
-                        "state": t.state().as_str(),
-                        "reason": t.reason(),
-                        "in_flight": t.in_flight(),
-                        "last_check": t.last_check().map(|c| serde_json::json!({
-                            "result": c.result,
-                            "at": time::rfc3339(c.at),
-                            "detail": c.detail,
-                        })),
-                    })
-                })
-                .collect();
-            serde_json::json!({ "name": g.name(), "targets": targets })
-        })
-        .collect();
-    serde_json::json!({ "target_groups": groups })
+fn readyz(state: &AdminState) -> Response<AdminBody> {
+    if state.shutting_down.load(Ordering::Relaxed) {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n",
+        )
+    } else if !state.ready.load(Ordering::Relaxed) {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "listeners not bound\n",
+        )
+    } else if !state.control.health.ready(&state.control.snapshot.load()) {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "first health checks pending\n",
+        )
+    } else {
+        reply(StatusCode::OK, "text/plain", "ready\n")
+    }
 }
 
 /// Serves the admin API on `listener` until `stop` turns true.
@@ -175,8 +215,8 @@ pub fn spawn(
             let builder = Arc::clone(&builder);
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let resp = route(&req, &state);
-                    async move { Ok::<_, Infallible>(resp) }
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, Infallible>(route(req, &state).await) }
                 });
                 let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
             });

@@ -71,7 +71,7 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Co
 
 /// FNV-1a, 64 bit: stable across Rust versions and platforms (unlike
 /// `DefaultHasher`), which matters because the version is shown to users.
-fn version_of(bytes: &[u8]) -> String {
+pub fn version_of(bytes: &[u8]) -> String {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let hash = bytes

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use switchyard_routing::InFlight;
+use switchyard_routing::{InFlight, TargetState};
 
 use crate::guard::RequestMark;
 use crate::pool::{Pool, Sender};
@@ -46,6 +46,11 @@ impl UpstreamBody {
         self.done = true;
         if let Some(sender) = self.sender.take() {
             let target = self.in_flight.target();
+            // A draining target's keep-alive connections close after their
+            // current response.
+            if target.state() == TargetState::Draining {
+                return;
+            }
             if let Some(pool) = target.ext.get().and_then(|p| p.downcast_ref::<Pool>()) {
                 pool.put(sender);
             }

@@ -170,7 +170,7 @@ pub async fn forward(
         };
         let sender = match pooled {
             Some(s) => s,
-            None => match pool::connect(target.label(), spec.timeouts.connect).await {
+            None => match pool::connect(target.label(), spec.timeouts.connect, pool).await {
                 Ok(s) => s,
                 Err(e) => {
                     target.upstream.error();

@@ -4,11 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use switchyard_config::Listener;
+use switchyard_routing::Snapshot;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -44,6 +46,11 @@ pub struct ListenerHandle {
     pub local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    limit: Arc<Semaphore>,
+    max_connections: std::sync::atomic::AtomicUsize,
+    /// The last snapshot that had this listener, once a reload removed it:
+    /// requests still arriving on its draining connections use it.
+    retired: Arc<ArcSwapOption<Snapshot>>,
 }
 
 impl ListenerHandle {
@@ -57,6 +64,35 @@ impl ListenerHandle {
     /// Signals stop without waiting.
     pub fn signal_stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Removed by a reload: keeps serving the connections it has on `last`
+    /// (the last snapshot that had it) while they drain, accepts no more.
+    pub fn retire(&self, last: Arc<Snapshot>) {
+        self.retired.store(Some(last));
+        self.signal_stop();
+    }
+
+    /// Applies a new `max_connections` to a running listener. Lowering it
+    /// takes effect as connections close.
+    pub fn set_max_connections(&self, max: usize) {
+        use std::sync::atomic::Ordering;
+        let old = self.max_connections.swap(max, Ordering::Relaxed);
+        if max > old {
+            self.limit.add_permits(max - old);
+        } else if old > max {
+            let mut owed = old - max;
+            owed -= self.limit.forget_permits(owed);
+            if owed > 0 {
+                // Busy permits: take them back as connections close.
+                let limit = Arc::clone(&self.limit);
+                tokio::spawn(async move {
+                    if let Ok(p) = limit.acquire_many_owned(owed as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
     }
 
     /// Waits for the listener and all its connections to end.
@@ -90,7 +126,10 @@ pub fn spawn_http(
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let name: Arc<str> = Arc::from(spec.name.as_str());
     let limit = Arc::new(Semaphore::new(spec.max_connections));
-    let (header_read, idle) = (spec.timeouts.header_read, spec.timeouts.idle);
+    let task_limit = Arc::clone(&limit);
+    let retired: Arc<ArcSwapOption<Snapshot>> = Arc::new(ArcSwapOption::empty());
+    let task_retired = Arc::clone(&retired);
+    let fallback = spec.timeouts.clone();
     let builder = Arc::new(builder());
     let active = metrics::gauge!("switchyard_connections_active", "listener" => spec.name.clone());
     let total = metrics::counter!("switchyard_connections_total", "listener" => spec.name.clone());
@@ -100,7 +139,7 @@ pub fn spawn_http(
         loop {
             let permit = tokio::select! {
                 _ = stop_rx.changed() => break,
-                p = Arc::clone(&limit).acquire_owned() => match p {
+                p = Arc::clone(&task_limit).acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -118,6 +157,16 @@ pub fn spawn_http(
                 },
             };
             let _ = stream.set_nodelay(true);
+            // Timeouts come from the current config: a reload applies them
+            // to new connections.
+            let timeouts = shared
+                .snapshot
+                .load()
+                .listeners
+                .iter()
+                .find(|l| *l.spec.name == *task_name)
+                .map_or_else(|| fallback.clone(), |l| l.spec.timeouts.clone());
+            let (header_read, idle) = (timeouts.header_read, timeouts.idle);
             total.increment(1);
             active.increment(1.0);
             let state = Arc::new(ConnState::default());
@@ -128,6 +177,7 @@ pub fn spawn_http(
                 client_ip: peer.ip(),
                 state: Arc::clone(&state),
                 scheme: "http",
+                retired: Arc::clone(&task_retired),
             });
             let io = TokioIo::new(GuardedIo::new(stream, state, header_read, idle));
             let svc = service_fn(move |req| handle(req, Arc::clone(&ctx)));
@@ -151,5 +201,8 @@ pub fn spawn_http(
         local_addr,
         stop: stop_tx,
         task,
+        limit,
+        max_connections: std::sync::atomic::AtomicUsize::new(spec.max_connections),
+        retired,
     })
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::body::RequestBody;
@@ -32,6 +33,9 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     idle_timeout: Duration,
+    /// Every connection task of this target (pooled or busy), so that a
+    /// draining target's remaining work can be cut at its deadline.
+    tasks: Mutex<Vec<AbortHandle>>,
 }
 
 /// Why a connection could not be made.
@@ -57,6 +61,7 @@ impl Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
             idle_timeout,
+            tasks: Mutex::new(Vec::new()),
         }
     }
 
@@ -103,13 +108,40 @@ impl Pool {
         guard.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= self.idle_timeout);
     }
 
+    /// Registers a connection task (an upstream HTTP connection, a TCP
+    /// stream) to be aborted by [`Pool::cut_all`].
+    pub fn track(&self, task: AbortHandle) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Finished tasks are dropped here rather than by a sweeper.
+        if tasks.len() >= 64 {
+            tasks.retain(|t| !t.is_finished());
+        }
+        tasks.push(task);
+    }
+
+    /// Closes everything: idle connections and every connection still
+    /// carrying a request. Requests in flight on them fail. Used at a
+    /// draining target's deadline.
+    pub fn cut_all(&self) {
+        self.clear();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            t.abort();
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|g| g.len()).unwrap_or(0)
     }
 }
 
-/// Opens a new connection to `addr` within `timeout`.
-pub async fn connect(addr: &str, timeout: Duration) -> Result<Sender, ConnectError> {
+/// Opens a new connection to `addr` within `timeout`; its task is tracked
+/// by `pool` when given.
+pub async fn connect(
+    addr: &str,
+    timeout: Duration,
+    pool: Option<&Pool>,
+) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout),
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
@@ -122,10 +154,13 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<Sender, ConnectErr
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         // Ends when the connection closes; errors were already seen by the
         // request that hit them.
         let _ = conn.await;
     });
+    if let Some(pool) = pool {
+        pool.track(task.abort_handle());
+    }
     Ok(sender)
 }

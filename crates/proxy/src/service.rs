@@ -30,6 +30,8 @@ pub struct ConnCtx {
     pub state: Arc<ConnState>,
     /// `http` or `https`: how the client reached us.
     pub scheme: &'static str,
+    /// Set when a reload removed this listener (see `ListenerHandle::retire`).
+    pub retired: Arc<arc_swap::ArcSwapOption<Snapshot>>,
 }
 
 /// What the access log and metrics need after the response is made.

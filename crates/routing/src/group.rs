@@ -31,6 +31,9 @@ impl Eligibility {
 pub struct Group {
     pub spec: TargetGroup,
     pub targets: Vec<Arc<Target>>,
+    /// Deregistered targets still finishing their work: listed (admin,
+    /// metrics), never picked.
+    pub draining: Vec<Arc<Target>>,
     /// Index into the snapshot's groups.
     pub failover: Option<usize>,
     /// Smooth-WRR sequence of target indices (target weights).
@@ -62,6 +65,7 @@ impl Group {
             Vec::new()
         };
         Group {
+            draining: Vec::new(),
             retries: metrics::counter!("switchyard_retries_total", "target_group" => spec.name.clone()),
             spec,
             targets,

@@ -119,13 +119,27 @@ impl Snapshot {
     /// name, same address) are reused, keeping their state, counters and
     /// connections; weight changes apply to them at once.
     pub fn compile(config: Config, previous: Option<&Snapshot>) -> Result<Snapshot, CompileError> {
+        Snapshot::compile_with(config, previous, &[])
+    }
+
+    /// [`Snapshot::compile`], also listing `draining` targets (by group
+    /// name) in their groups, where they are shown but never picked. A
+    /// draining target that `config` lists again is revived.
+    pub fn compile_with(
+        config: Config,
+        previous: Option<&Snapshot>,
+        draining: &[(String, Arc<Target>)],
+    ) -> Result<Snapshot, CompileError> {
         let mut known: HashMap<(&str, &str), &Arc<Target>> = HashMap::new();
         if let Some(prev) = previous {
             for g in &prev.groups {
-                for t in &g.targets {
+                for t in g.targets.iter().chain(&g.draining) {
                     known.insert((g.name(), t.label()), t);
                 }
             }
+        }
+        for (g, t) in draining {
+            known.insert((g.as_str(), t.label()), t);
         }
         let index: HashMap<&str, usize> = config
             .target_groups
@@ -155,6 +169,9 @@ impl Snapshot {
                     match known.get(&(spec.name.as_str(), label.as_str())) {
                         Some(existing) => {
                             existing.set_weight(t.weight);
+                            if existing.state() == TargetState::Draining {
+                                existing.undrain();
+                            }
                             Arc::clone(existing)
                         }
                         None => Arc::new(Target::new(
@@ -168,6 +185,13 @@ impl Snapshot {
                 .collect();
             let mut group = Group::new(spec.clone(), targets);
             group.failover = spec.failover.as_deref().map(group_index).transpose()?;
+            group.draining = draining
+                .iter()
+                .filter(|(g, t)| {
+                    *g == spec.name && !group.targets.iter().any(|x| Arc::ptr_eq(x, t))
+                })
+                .map(|(_, t)| Arc::clone(t))
+                .collect();
             groups.push(group);
         }
 

@@ -302,6 +302,12 @@ impl Target {
         self.update(|w| w | DRAINING)
     }
 
+    /// Registered again while draining: takes traffic again as its checks
+    /// allow.
+    pub fn undrain(&self) -> (TargetState, TargetState) {
+        self.update(|w| w & !DRAINING)
+    }
+
     /// Marks a target that must ramp up from now (slow start), e.g. every
     /// target of a group that is new in the config.
     pub fn restart_ramp(&self) {

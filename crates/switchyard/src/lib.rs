@@ -5,22 +5,21 @@
 //! [`start`] directly to run a real balancer on loopback in-process.
 
 pub mod demo;
-pub mod refuse;
 pub mod status;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use switchyard_admin::AdminState;
-use switchyard_config::{Address, Config, LogPath, Shutdown};
+use switchyard_config::{Address, Config, LogPath};
+use switchyard_control::Control;
 use switchyard_health::HealthChecks;
-use switchyard_proxy::{AccessLog, ListenerHandle, Shared};
-use switchyard_routing::Snapshot;
+use switchyard_proxy::{AccessLog, Shared};
 use tokio::sync::watch;
 
 /// Histogram buckets for request durations, in seconds.
@@ -54,14 +53,13 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 /// A running balancer.
 pub struct Running {
     pub admin_addr: SocketAddr,
-    /// (listener name, bound address), in config order.
+    /// (listener name, bound address) at start, in config order.
     pub listeners: Vec<(String, SocketAddr)>,
+    pub control: Arc<Control>,
     pub shared: Arc<Shared>,
     pub admin: Arc<AdminState>,
     pub health: Arc<HealthChecks>,
-    handles: Vec<ListenerHandle>,
     admin_stop: watch::Sender<bool>,
-    shutdown: Shutdown,
 }
 
 async fn resolve(addr: &Address) -> anyhow::Result<SocketAddr> {
@@ -85,53 +83,50 @@ fn open_access_log(config: &Config) -> anyhow::Result<AccessLog> {
     })
 }
 
-/// Compiles `config`, binds every listener and the admin API (all or
-/// nothing), and starts serving. Must run inside a tokio runtime.
+/// Starts a balancer from an embedded config (reloads are refused).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with(config, String::new(), None).await
+}
+
+/// Starts a balancer from the file at `path`, as `switchyard run` does:
+/// validated through the `check` path, refused if it uses a feature this
+/// build does not run, then watched and reloaded on change.
+pub async fn start_file(path: &Path) -> anyhow::Result<Running> {
+    let loaded =
+        switchyard_config::load_file(path).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+    let refused = switchyard_control::refuse::unsupported(&loaded, &path.display().to_string());
+    if !refused.is_empty() {
+        anyhow::bail!("{}", refused.join("\n"));
+    }
+    let running = start_with(loaded.config, loaded.version, Some(path.to_path_buf())).await?;
+    running.control.watch_file();
+    Ok(running)
+}
+
+/// Binds every listener and the admin API (all or nothing), publishes the
+/// snapshot and starts serving. Must run inside a tokio runtime.
+pub async fn start_with(
+    config: Config,
+    version: String,
+    path: Option<PathBuf>,
+) -> anyhow::Result<Running> {
     let prometheus = metrics_handle();
-    let shutdown = config.shutdown.clone();
     let admin_bind = resolve(&config.admin.bind).await?;
     let access_log = open_access_log(&config)?;
-    let mut bound = Vec::with_capacity(config.listeners.len());
-    // Bind everything before serving anything: a port clash fails the start
-    // cleanly instead of leaving half a balancer up.
-    for l in &config.listeners {
-        let addr = resolve(&l.bind).await?;
-        let sock = switchyard_proxy::bind(addr)
-            .with_context(|| format!("listener {:?}: cannot bind {}", l.name, l.bind))?;
-        bound.push((l.clone(), sock));
-    }
+    // The admin socket first: a clash there fails before any listener runs.
     let admin_sock = switchyard_proxy::bind(admin_bind)
         .with_context(|| format!("admin: cannot bind {}", config.admin.bind))?;
-
-    let snapshot = Snapshot::compile(config, None).context("compiling the configuration")?;
-    let swap = Arc::new(ArcSwap::from_pointee(snapshot));
-    let shared = Arc::new(Shared::new(Arc::clone(&swap), access_log));
-    // Checks start at once: targets begin `initial` and /readyz waits for
-    // every first answer.
-    let health = HealthChecks::new();
-    health.sync(&swap.load());
-    let admin = Arc::new(AdminState::new(
-        Arc::clone(&swap),
-        prometheus.clone(),
-        Arc::clone(&health),
-    ));
-
-    let mut handles = Vec::new();
-    let mut listeners = Vec::new();
-    for (spec, sock) in bound {
-        let h = switchyard_proxy::spawn_http(sock, &spec, Arc::clone(&shared))?;
-        tracing::info!(listener = %spec.name, addr = %h.local_addr, "listening");
-        listeners.push((spec.name.clone(), h.local_addr));
-        handles.push(h);
-    }
+    let control = Control::start(config, version, path, access_log)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let admin = Arc::new(AdminState::new(Arc::clone(&control), prometheus.clone()));
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let admin_addr = switchyard_admin::spawn(admin_sock, Arc::clone(&admin), admin_stop_rx)?;
     tracing::info!(addr = %admin_addr, "admin listening");
 
     // Housekeeping off the request path: idle upstream connections and the
     // Prometheus histograms' buffers.
-    let housekeeping = Arc::clone(&swap);
+    let housekeeping = Arc::clone(&control.snapshot);
     let mut stop_rx = admin_stop.subscribe();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -149,23 +144,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     admin.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         admin_addr,
-        listeners,
-        shared,
+        listeners: control.listener_addrs(),
+        shared: Arc::clone(&control.shared),
+        health: Arc::clone(&control.health),
+        control,
         admin,
-        health,
-        handles,
         admin_stop,
-        shutdown,
     })
 }
 
 impl Running {
-    /// The bound address of listener `name`.
+    /// The bound address of listener `name` (as running now: reloads may
+    /// add listeners).
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
+        self.control
+            .listener_addrs()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
     }
 
     /// Graceful shutdown as INTERFACE.md describes: /readyz 503 at once,
@@ -174,33 +170,24 @@ impl Running {
     /// flight (or at the timeout).
     pub async fn shutdown(self) {
         self.admin.shutting_down.store(true, Ordering::Relaxed);
-        if !self.shutdown.drain_delay.is_zero() {
-            tracing::info!(delay = ?self.shutdown.drain_delay, "draining before stop");
-            tokio::time::sleep(self.shutdown.drain_delay).await;
+        let shutdown = self.control.snapshot.load().config.shutdown.clone();
+        if !shutdown.drain_delay.is_zero() {
+            tracing::info!(delay = ?shutdown.drain_delay, "draining before stop");
+            tokio::time::sleep(shutdown.drain_delay).await;
         }
-        self.shared.begin_shutdown();
-        for h in &self.handles {
-            h.signal_stop();
-        }
-        let all = futures_join(self.handles);
-        if tokio::time::timeout(self.shutdown.timeout, all)
+        if tokio::time::timeout(shutdown.timeout, self.control.stop_listeners())
             .await
             .is_err()
         {
-            tracing::warn!(timeout = ?self.shutdown.timeout, "shutdown timeout: closing remaining connections");
+            tracing::warn!(timeout = ?shutdown.timeout, "shutdown timeout: closing remaining connections");
         }
         self.health.stop_all();
         let _ = self.admin_stop.send(true);
     }
 }
 
-async fn futures_join(handles: Vec<ListenerHandle>) {
-    for h in handles {
-        h.join().await;
-    }
-}
-
-/// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully. SIGHUP
+/// reloads the config file.
 pub async fn run_until_signal(running: Running) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -211,9 +198,9 @@ pub async fn run_until_signal(running: Running) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                // Reload lands with the live-configuration work; until then
-                // SIGHUP must not kill the process (its default action).
-                tracing::warn!("SIGHUP: configuration reload is not supported by this build yet; ignored");
+                tracing::info!("SIGHUP: reloading");
+                // Errors are logged and kept by reload itself.
+                let _ = running.control.reload().await;
             }
         }
     }

@@ -105,6 +105,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
+    // Parsed here too, for `workers`, before the runtime exists; start_file
+    // validates again on the same path.
     let loaded = match switchyard_config::load_file(path) {
         Ok(l) => l,
         Err(errors) => {
@@ -114,7 +116,7 @@ fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
             anyhow::bail!("{}: invalid configuration", path.display());
         }
     };
-    let refused = switchyard::refuse::unsupported(&loaded, &path.display().to_string());
+    let refused = switchyard_control::refuse::unsupported(&loaded, &path.display().to_string());
     if !refused.is_empty() {
         for r in &refused {
             eprintln!("error: {r}");
@@ -123,7 +125,7 @@ fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
     }
     let workers = workers.unwrap_or(loaded.config.workers);
     runtime(workers)?.block_on(async move {
-        let running = switchyard::start(loaded.config).await?;
+        let running = switchyard::start_file(path).await?;
         switchyard::run_until_signal(running).await
     })
 }
