@@ -13,6 +13,8 @@
 //! - [`RawConn`]: a client socket for bytes-on-the-wire tests (bad clients,
 //!   timeouts, connection limits).
 //! - [`metric`]: one sample from Prometheus text.
+//! - [`live`]: a balancer started from a config FILE (watched and reloaded
+//!   as `switchyard run` does), and the reload and target APIs.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,6 +26,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub use switchyard_testkit as kit;
+
+pub mod live;
 
 /// Generous bound for anything that should happen "at once" on a loaded
 /// 2-core machine.
@@ -83,6 +87,7 @@ pub fn indent(text: &str, by: usize) -> String {
 pub struct Group {
     name: String,
     targets: Vec<(SocketAddr, Option<u32>)>,
+    health_check: String,
     extra: String,
 }
 
@@ -92,6 +97,7 @@ impl Group {
         Group {
             name: name.to_owned(),
             targets: targets.iter().map(|a| (*a, None)).collect(),
+            health_check: NO_CHECKS.to_owned(),
             extra: String::new(),
         }
     }
@@ -101,6 +107,7 @@ impl Group {
         Group {
             name: name.to_owned(),
             targets: targets.iter().map(|(a, w)| (*a, Some(*w))).collect(),
+            health_check: NO_CHECKS.to_owned(),
             extra: String::new(),
         }
     }
@@ -109,6 +116,14 @@ impl Group {
     /// `"retries: { attempts: 2, on: [503] }"`.
     pub fn with(mut self, yaml: &str) -> Group {
         self.extra.push_str(&indent(yaml, 4));
+        self
+    }
+
+    /// Active health checks instead of none: the value of `health_check`
+    /// as flow YAML, e.g. `"{ path: /health, interval: 200ms }"`. Targets
+    /// then start `initial`.
+    pub fn health_check(mut self, flow_yaml: &str) -> Group {
+        self.health_check = flow_yaml.to_owned();
         self
     }
 
@@ -122,8 +137,9 @@ impl Group {
             })
             .collect();
         format!(
-            "  - name: {}\n    health_check: {{ protocol: none }}\n    targets: [ {} ]\n{}",
+            "  - name: {}\n    health_check: {}\n    targets: [ {} ]\n{}",
             self.name,
+            self.health_check,
             targets.join(", "),
             self.extra
         )
@@ -166,9 +182,16 @@ impl Cfg {
 
     /// Like [`listener`](Self::listener), with more listener-level keys
     /// (e.g. `timeouts`, `max_connections`) as YAML.
-    pub fn listener_with(mut self, name: &str, extra: &str, routes: &str) -> Cfg {
+    pub fn listener_with(self, name: &str, extra: &str, routes: &str) -> Cfg {
+        self.listener_on(name, "127.0.0.1:0", extra, routes)
+    }
+
+    /// Like [`listener_with`](Self::listener_with), bound to `bind`
+    /// instead of an ephemeral port (e.g. one the test holds, to make the
+    /// bind fail).
+    pub fn listener_on(mut self, name: &str, bind: &str, extra: &str, routes: &str) -> Cfg {
         self.listeners.push(format!(
-            "  - name: {name}\n    bind: \"127.0.0.1:0\"\n    protocol: http\n{}    routes:\n{}",
+            "  - name: {name}\n    bind: \"{bind}\"\n    protocol: http\n{}    routes:\n{}",
             indent(extra, 4),
             indent(routes, 6)
         ));

@@ -264,15 +264,18 @@ impl Control {
         let Some(path) = &self.path else {
             return Err("no configuration file to reload (started from an embedded config)".into());
         };
+        // One reload at a time, and the file is read under that lock: two
+        // reloads racing (watcher, SIGHUP, API) must not apply an older
+        // read of the file after a newer one. Binding (which may resolve
+        // names) happens before the state lock is taken, so API calls
+        // never wait on DNS.
+        let _one = self.reloading.lock().await;
         let loaded =
             switchyard_config::load_file(path).map_err(|e| e.to_string().trim_end().to_owned())?;
         let refused = refuse::unsupported(&loaded, &path.display().to_string());
         if !refused.is_empty() {
             return Err(refused.join("\n"));
         }
-        // One reload at a time; binding (which may resolve names) happens
-        // before the state lock is taken, so API calls never wait on DNS.
-        let _one = self.reloading.lock().await;
         let (current, running) = {
             let st = self.state();
             let names: Vec<String> = st.listeners.iter().map(|h| h.name.clone()).collect();
