@@ -17,14 +17,16 @@ use std::time::{Duration, Instant};
 use switchyard_routing::PickInput;
 
 fn config(flip: bool) -> String {
-    let mut y = String::from(
-        "admin: { bind: \"127.0.0.1:0\" }\nlisteners: []\ntarget_groups:\n",
-    );
+    let mut y = String::from("admin: { bind: \"127.0.0.1:0\" }\nlisteners: []\ntarget_groups:\n");
     for g in 0..10 {
-        y.push_str(&format!("  - name: g{g}\n    health_check: {{ protocol: none }}\n    targets:\n"));
+        y.push_str(&format!(
+            "  - name: g{g}\n    health_check: {{ protocol: none }}\n    targets:\n"
+        ));
         for t in 0..100 {
             let w = if flip { 1 + (t % 7) } else { 1 + (t % 3) };
-            y.push_str(&format!("      - {{ address: \"10.0.{g}.{t}:80\", weight: {w} }}\n"));
+            y.push_str(&format!(
+                "      - {{ address: \"10.0.{g}.{t}:80\", weight: {w} }}\n"
+            ));
         }
     }
     y
@@ -42,7 +44,11 @@ fn main() {
         }
     };
     write(false);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => panic!("runtime: {e}"),
     };
@@ -66,8 +72,12 @@ fn main() {
         let worst = Arc::new(AtomicU64::new(0));
         let count = Arc::new(AtomicU64::new(0));
         let picker = {
-            let (snap, stop, worst, count) =
-                (Arc::clone(&control.snapshot), Arc::clone(&stop), Arc::clone(&worst), Arc::clone(&count));
+            let (snap, stop, worst, count) = (
+                Arc::clone(&control.snapshot),
+                Arc::clone(&stop),
+                Arc::clone(&worst),
+                Arc::clone(&count),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let t0 = Instant::now();
@@ -93,7 +103,11 @@ fn main() {
         }
         stop.store(true, Ordering::Relaxed);
         let _ = picker.join();
-        (times, Duration::from_nanos(worst.load(Ordering::Relaxed)), (count.load(Ordering::Relaxed), baseline))
+        (
+            times,
+            Duration::from_nanos(worst.load(Ordering::Relaxed)),
+            (count.load(Ordering::Relaxed), baseline),
+        )
     });
     let (picks, baseline) = picks;
     let _ = std::fs::remove_dir_all(&dir);

@@ -80,9 +80,12 @@ pub fn indent(text: &str, by: usize) -> String {
     out
 }
 
+const NO_CHECKS: &str = "{ protocol: none }";
+
 /// A target group for a test config. Active health checks are off
-/// (`health_check: { protocol: none }`), so targets are healthy from the
-/// start and a test needs no health endpoint.
+/// (`health_check: { protocol: none }`) unless
+/// [`health_check`](Group::health_check) says otherwise, so targets are
+/// healthy from the start and a test needs no health endpoint.
 #[derive(Debug, Clone)]
 pub struct Group {
     name: String,

@@ -99,8 +99,9 @@ impl ConfigFile {
     pub fn replace(&self, text: &str) {
         let tmp = self.dir.path().join(format!(".{FILE_NAME}.swp"));
         write(&tmp, text);
-        std::fs::rename(&tmp, &self.path)
-            .unwrap_or_else(|e| panic!("rename {} over {}: {e}", tmp.display(), self.path.display()));
+        std::fs::rename(&tmp, &self.path).unwrap_or_else(|e| {
+            panic!("rename {} over {}: {e}", tmp.display(), self.path.display())
+        });
     }
 
     /// Starts a balancer from this file; see [`start_file`].
@@ -117,7 +118,10 @@ impl ConfigFile {
 pub async fn start_file(path: &Path) -> Running {
     switchyard::start_file(path).await.unwrap_or_else(|e| {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        panic!("balancer did not start from {}: {e:#}\n--- config ---\n{text}", path.display())
+        panic!(
+            "balancer did not start from {}: {e:#}\n--- config ---\n{text}",
+            path.display()
+        )
     })
 }
 
@@ -127,12 +131,7 @@ pub async fn start_file(path: &Path) -> Running {
 /// # Panics
 ///
 /// If no answer comes.
-pub async fn admin(
-    lb: &Running,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> (u16, serde_json::Value) {
+pub async fn admin(lb: &Running, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     let url = lb.admin_url(path);
     let headers: &[(&str, &str)] = if body.is_empty() {
         &[]

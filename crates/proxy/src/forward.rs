@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::{Body, Incoming};
-use switchyard_config::TargetGroup;
+use switchyard_config::{GroupProtocol, TargetGroup};
 use switchyard_routing::{PickInput, Snapshot, Target, TargetState};
 
 use switchyard_health::outlier::observe;
@@ -20,6 +20,15 @@ use crate::pool::{self, Pool, Sender};
 /// Attempts at sending on a fresh connection after pooled ones turned out
 /// closed before anything was written; these do not count as retries.
 const STALE_REDOS: u32 = 3;
+
+/// What a request carries besides its head and body.
+#[derive(Default)]
+pub struct Extras {
+    /// The client's side of an HTTP/1.1 Upgrade (WebSocket), when asked.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The client sent `te: trailers` (gRPC): restored for h2c targets.
+    pub te_trailers: bool,
+}
 
 /// The outcome of a forward: the response or error, and the group that
 /// actually served (failover may change it), for metrics.
@@ -81,18 +90,51 @@ enum Outcome {
 async fn send(mut sender: Sender, req: Request<RequestBody>, timeout: Duration) -> Outcome {
     let exchange = async {
         if sender.ready().await.is_err() {
-            return Err(None);
+            // Closed before we wrote anything: the request is still ours.
+            return Err(Err(req));
         }
-        sender.try_send_request(req).await.map_err(Some)
+        sender.try_send(req).await.map_err(Ok)
     };
     match tokio::time::timeout(timeout, exchange).await {
         Err(_) => Outcome::TimedOut,
         Ok(Ok(resp)) => Outcome::Response(resp, sender),
-        Ok(Err(None)) => Outcome::Failed("connection closed".into()),
-        Ok(Err(Some(mut e))) => match e.take_message() {
+        Ok(Err(Err(req))) => Outcome::Unsent(req),
+        Ok(Err(Ok(mut e))) => match e.take_message() {
             Some(req) => Outcome::Unsent(req),
             None => Outcome::Failed(e.into_error().to_string()),
         },
+    }
+}
+
+/// Shapes a request for the group's upstream protocol: HTTP/1.1 keeps
+/// origin-form; h2c needs the authority (the client's Host) and scheme in
+/// the URI, and `te: trailers` back (gRPC requires it; it was stripped as
+/// hop-by-hop).
+fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool) {
+    if !h2 {
+        *req.version_mut() = Version::HTTP_11;
+        return;
+    }
+    *req.version_mut() = Version::HTTP_2;
+    let authority = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    if let Some(authority) = authority {
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(authority);
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    if te_trailers {
+        req.headers_mut()
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     }
 }
 
@@ -104,6 +146,7 @@ pub async fn forward(
     input_ip: Option<std::net::IpAddr>,
     mark: RequestMark,
     prefer: Option<&str>,
+    extras: Extras,
 ) -> Forwarded {
     let (parts, body) = req.into_parts();
     let bodyless = body.is_end_stream();
@@ -163,15 +206,22 @@ pub async fn forward(
         }
         let in_flight = target.begin();
         let pool = pool_of(&target, spec);
-        let pooled = if stale == 0 {
-            pool.and_then(Pool::take)
+        let h2 = spec.protocol == GroupProtocol::Http2;
+        // An upgrade takes its connection for good: never a pooled one.
+        let pooled = if stale == 0 && extras.upgrade.is_none() {
+            pool.and_then(|p| p.take(h2))
         } else {
             None
         };
         let sender = match pooled {
             Some(s) => s,
-            None => match pool::connect(target.label(), spec.timeouts.connect, pool).await {
-                Ok(s) => s,
+            None => match pool::connect(target.label(), spec.timeouts.connect, pool, h2).await {
+                Ok(s) => {
+                    if let (true, Some(p)) = (h2, pool) {
+                        p.share_h2(&s);
+                    }
+                    s
+                }
                 Err(e) => {
                     target.upstream.error();
                     observe(&snap.groups[g], &target, true);
@@ -197,7 +247,7 @@ pub async fn forward(
                 }
             },
         };
-        let req = match pending.take() {
+        let mut req = match pending.take() {
             Some(r) => r,
             None => match &template {
                 Some(t) => t.build(),
@@ -210,6 +260,7 @@ pub async fn forward(
                 }
             },
         };
+        for_protocol(&mut req, h2, extras.te_trailers);
         match send(sender, req, spec.timeouts.request).await {
             Outcome::Unsent(req) if stale < STALE_REDOS => {
                 // A pooled connection the upstream had closed: same target,
@@ -265,8 +316,22 @@ pub async fn forward(
                     target: None,
                 };
             }
-            Outcome::Response(resp, sender) => {
+            Outcome::Response(mut resp, sender) => {
                 let status = resp.status().as_u16();
+                if status == 101 {
+                    if let Some(client) = extras.upgrade {
+                        target.upstream.status(status);
+                        let upstream = hyper::upgrade::on(&mut resp);
+                        crate::upgrade::tunnel(client, upstream, in_flight, mark, pool);
+                        drop(sender);
+                        let (parts, _) = resp.into_parts();
+                        return Forwarded {
+                            result: Ok(Response::from_parts(parts, ProxyBody::empty())),
+                            group: g,
+                            target: Some(target),
+                        };
+                    }
+                }
                 target.upstream.status(status);
                 observe(&snap.groups[g], &target, status >= 500);
                 if template.is_some()

@@ -67,7 +67,14 @@ pub struct GuardedIo<T> {
     inner: T,
     state: Arc<ConnState>,
     framing: Framing,
+    /// Registered with the timer wheel at `registered`, which may be
+    /// earlier than `deadline`: resetting a tokio timer takes the driver's
+    /// lock, so we move it only when the deadline comes *sooner*, and when
+    /// it fires early we re-arm it for the real deadline. Most requests
+    /// never touch the timer wheel.
     timer: Pin<Box<Sleep>>,
+    registered: Instant,
+    deadline: Instant,
     armed: Armed,
     header_read: Duration,
     idle: Duration,
@@ -85,6 +92,8 @@ impl<T> GuardedIo<T> {
             framing: Framing::default(),
             // The first request's head must arrive within header_read of accept.
             timer: Box::pin(tokio::time::sleep_until(now + header_read)),
+            registered: now + header_read,
+            deadline: now + header_read,
             armed: Armed::Header,
             header_read,
             idle,
@@ -124,26 +133,34 @@ impl<T> GuardedIo<T> {
         if want != self.armed {
             match want {
                 Armed::Off => {}
-                Armed::Header => {
-                    let deadline = self.head_started + self.header_read;
-                    self.timer.as_mut().reset(deadline);
-                }
-                Armed::Idle => {
-                    let deadline = Instant::now() + self.idle;
-                    self.timer.as_mut().reset(deadline);
-                }
+                Armed::Header => self.deadline = self.head_started + self.header_read,
+                Armed::Idle => self.deadline = Instant::now() + self.idle,
             }
             self.armed = want;
         }
-        if self.armed != Armed::Off && self.timer.as_mut().poll(cx).is_ready() {
-            let what = if self.armed == Armed::Idle {
-                "idle timeout"
-            } else {
-                "request head not received within header_read timeout"
-            };
-            return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, what));
+        if self.armed == Armed::Off {
+            return Poll::Pending;
         }
-        Poll::Pending
+        if self.deadline < self.registered {
+            self.registered = self.deadline;
+            self.timer.as_mut().reset(self.deadline);
+        }
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= self.deadline {
+                let what = if self.armed == Armed::Idle {
+                    "idle timeout"
+                } else {
+                    "request head not received within header_read timeout"
+                };
+                return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, what));
+            }
+            // Fired for an older, earlier deadline: re-arm for the real one.
+            self.registered = self.deadline;
+            self.timer.as_mut().reset(self.deadline);
+        }
     }
 }
 

@@ -23,6 +23,16 @@ const HOP_BY_HOP: [&str; 7] = [
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: most messages carry none of these
+    // (standard names compare as enum tags), and then nothing is hashed.
+    let any = headers.keys().any(|k| {
+        HOP_BY_HOP
+            .iter()
+            .any(|h| k.as_str().len() == h.len() && k == *h)
+    });
+    if !any {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // Collected first: the names borrow from the map we remove from.
         // Only requests that carry Connection pay for this.

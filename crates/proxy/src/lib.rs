@@ -13,9 +13,14 @@ pub mod forward;
 pub mod framing;
 pub mod guard;
 pub mod headers;
+pub mod l4;
 pub mod listener;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod service;
+pub mod tcp_copy;
+pub mod tls;
+pub mod upgrade;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use switchyard_routing::Snapshot;
 
 pub use access_log::AccessLog;
 pub use error::ProxyError;
+pub use l4::spawn_tcp;
 pub use listener::{bind, spawn_http, ListenerHandle};
 
 /// State every connection of every listener shares.
@@ -34,6 +40,9 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// Set at SIGTERM: HTTP/1 responses then carry `Connection: close`.
     pub shutting_down: AtomicBool,
+    /// TLS configs of the https and tls listeners, by name; replaced by
+    /// `control` at start and at each reload.
+    pub tls: tls::TlsStore,
 }
 
 impl Shared {
@@ -42,6 +51,7 @@ impl Shared {
             snapshot,
             access_log,
             shutting_down: AtomicBool::new(false),
+            tls: tls::TlsStore::default(),
         }
     }
 

@@ -1,4 +1,6 @@
-//! Per-target pools of keep-alive HTTP/1.1 upstream connections.
+//! Per-target pools of keep-alive upstream connections: HTTP/1.1 (one
+//! request at a time per connection, many idle connections) or h2c (one
+//! multiplexed connection, shared by every request).
 //!
 //! Our own pool rather than hyper-util's legacy client because the proxy
 //! needs what that client hides: connect and send as separate steps (a
@@ -12,8 +14,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -23,7 +27,39 @@ use crate::body::RequestBody;
 /// Idle connections kept per target at most; more are closed when returned.
 pub const MAX_IDLE_PER_TARGET: usize = 1024;
 
-pub type Sender = SendRequest<RequestBody>;
+/// A connection's sending half, HTTP/1.1 or HTTP/2.
+pub enum Sender {
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
+}
+
+impl Sender {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    /// Sends `req`; on failure before anything was written the request
+    /// comes back in the error.
+    pub async fn try_send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    }
+}
 
 struct Idle {
     sender: Sender,
@@ -32,6 +68,8 @@ struct Idle {
 
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
+    /// The shared h2c connection, for `protocol: http2` groups.
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     idle_timeout: Duration,
     /// Every connection task of this target (pooled or busy), so that a
     /// draining target's remaining work can be cut at its deadline.
@@ -60,6 +98,7 @@ impl Pool {
     pub fn new(idle_timeout: Duration) -> Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
             idle_timeout,
             tasks: Mutex::new(Vec::new()),
         }
@@ -67,7 +106,15 @@ impl Pool {
 
     /// A live idle connection, most recently used first (warm, and the
     /// least likely to have been closed by the upstream's own timeout).
-    pub fn take(&self) -> Option<Sender> {
+    /// For h2c, a handle on the shared connection.
+    pub fn take(&self, h2: bool) -> Option<Sender> {
+        if h2 {
+            let guard = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            return guard
+                .as_ref()
+                .filter(|s| !s.is_closed())
+                .map(|s| Sender::H2(s.clone()));
+        }
         let now = Instant::now();
         loop {
             let idle = {
@@ -83,9 +130,12 @@ impl Pool {
 
     /// Returns a connection after its response finished.
     pub fn put(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+        let sender = match sender {
+            Sender::H1(s) if !s.is_closed() => Sender::H1(s),
+            // h2 handles are clones of the shared connection; a new h2
+            // connection is installed by `share_h2`.
+            _ => return,
+        };
         let mut guard = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if guard.len() < MAX_IDLE_PER_TARGET {
             guard.push(Idle {
@@ -95,10 +145,19 @@ impl Pool {
         }
     }
 
-    /// Closes every idle connection (draining, shutdown).
+    /// Makes a new h2c connection the one every request shares.
+    pub fn share_h2(&self, sender: &Sender) {
+        if let Sender::H2(s) = sender {
+            *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+        }
+    }
+
+    /// Closes every idle connection (draining, shutdown). The shared h2c
+    /// connection is let go: it closes when its last stream ends.
     pub fn clear(&self) {
         let drained = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         drop(drained);
+        self.h2.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// Drops connections idle for longer than the idle timeout.
@@ -106,6 +165,11 @@ impl Pool {
         let now = Instant::now();
         let mut guard = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         guard.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= self.idle_timeout);
+        drop(guard);
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if h2.as_ref().is_some_and(|s| s.is_closed()) {
+            *h2 = None;
+        }
     }
 
     /// Registers a connection task (an upstream HTTP connection, a TCP
@@ -135,12 +199,14 @@ impl Pool {
     }
 }
 
-/// Opens a new connection to `addr` within `timeout`; its task is tracked
-/// by `pool` when given.
+/// Opens a new connection to `addr` within `timeout` (HTTP/1.1, or h2c
+/// with prior knowledge when `h2`); its task is tracked by `pool` when
+/// given.
 pub async fn connect(
     addr: &str,
     timeout: Duration,
     pool: Option<&Pool>,
+    h2: bool,
 ) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout),
@@ -149,16 +215,35 @@ pub async fn connect(
     };
     // Requests are small writes that must leave at once.
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::Builder::new()
-        .max_buf_size(256 * 1024)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(ConnectError::Handshake)?;
-    let task = tokio::spawn(async move {
+    let io = TokioIo::new(stream);
+    let (sender, task) = if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(20))
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
+        (
+            Sender::H2(sender),
+            tokio::spawn(async move {
+                let _ = conn.await;
+            }),
+        )
+    } else {
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(256 * 1024)
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
         // Ends when the connection closes; errors were already seen by the
         // request that hit them.
-        let _ = conn.await;
-    });
+        (
+            Sender::H1(sender),
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            }),
+        )
+    };
     if let Some(pool) = pool {
         pool.track(task.abort_handle());
     }

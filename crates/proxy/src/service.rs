@@ -16,7 +16,7 @@ use switchyard_routing::{Action, RequestInfo, RequestUrl, Snapshot};
 use crate::access_log::Entry;
 use crate::body::ProxyBody;
 use crate::error::{text_response, ProxyError};
-use crate::forward::{forward, Forwarded};
+use crate::forward::{forward, Extras, Forwarded};
 use crate::guard::ConnState;
 use crate::headers::{prepare_request, request_id, ClientInfo};
 use crate::Shared;
@@ -67,13 +67,19 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(resp);
     }
-    let snap = ctx.shared.snapshot.load_full();
+    let mut snap = ctx.shared.snapshot.load_full();
+    if !snap.listeners.iter().any(|l| *l.spec.name == *ctx.listener) {
+        // A reload removed this listener; its connections drain on the
+        // last config that had it.
+        if let Some(last) = ctx.retired.load_full() {
+            snap = last;
+        }
+    }
     let Some(table) = snap
         .listeners
         .iter()
         .find(|l| *l.spec.name == *ctx.listener)
     else {
-        // The listener was removed by a reload; this connection is draining.
         return Ok(text_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "listener removed\n",
@@ -258,6 +264,18 @@ async fn forward_split(
             .map(Into::into),
         _ => None,
     };
+    // What hop-by-hop stripping would lose but the target must see.
+    let upgrade_to = crate::upgrade::wants_upgrade(req.headers())
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten();
+    let te_trailers = req
+        .headers()
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let extras = Extras {
+        upgrade: upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req)),
+        te_trailers,
+    };
     let (parts, body) = {
         let (mut parts, body) = req.into_parts();
         prepare_request(
@@ -267,6 +285,12 @@ async fn forward_split(
             &ctx.client,
             &id,
         );
+        if let Some(proto) = upgrade_to {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto);
+        }
         (parts, body)
     };
     req = Request::from_parts(parts, body);
@@ -281,6 +305,7 @@ async fn forward_split(
         Some(ctx.client_ip),
         mark,
         wanted.as_deref(),
+        extras,
     )
     .await;
     let mut resp = result.unwrap_or_else(|e| {

@@ -63,11 +63,20 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// The async runtime. One worker runs a current-thread runtime: with a
+/// single worker, work stealing only adds atomics and wake-ups (measured:
+/// see benches/README.md); more workers share work through tokio's
+/// multi-thread scheduler.
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        b.worker_threads(workers);
-    }
+    let mut b = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if workers > 0 {
+            b.worker_threads(workers);
+        }
+        b
+    };
     b.enable_all().build().context("cannot start the runtime")
 }
 
