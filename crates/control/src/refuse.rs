@@ -4,7 +4,7 @@
 //! ahead of the features. `run` must never silently ignore a key, so it
 //! refuses a config that uses one of these, naming the key and its place.
 
-use switchyard_config::{GroupProtocol, ListenerProtocol, Loaded};
+use switchyard_config::{ListenerProtocol, Loaded};
 
 /// One message per unsupported use, `file:line:col: ...`.
 pub fn unsupported(loaded: &Loaded, origin: &str) -> Vec<String> {
@@ -19,39 +19,16 @@ pub fn unsupported(loaded: &Loaded, origin: &str) -> Vec<String> {
     };
     let c = &loaded.config;
     for (i, l) in c.listeners.iter().enumerate() {
-        if l.protocol != ListenerProtocol::Http {
-            let p = match l.protocol {
-                ListenerProtocol::Https => "https",
-                ListenerProtocol::Tcp => "tcp",
-                ListenerProtocol::Tls => "tls",
-                ListenerProtocol::Http => "http",
-            };
+        if l.protocol == ListenerProtocol::Https {
             refuse(
                 format!("listeners.{i}.protocol"),
-                format!("listener {:?}: `protocol: {p}`", l.name),
+                format!("listener {:?}: `protocol: https`", l.name),
             );
         }
     }
     for (i, g) in c.target_groups.iter().enumerate() {
         let name = &g.name;
         let key = |k: &str| format!("target_groups.{i}.{k}");
-        match g.protocol {
-            GroupProtocol::Http => {}
-            GroupProtocol::Http2 => refuse(
-                key("protocol"),
-                format!("target group {name:?}: `protocol: http2`"),
-            ),
-            GroupProtocol::Tcp => refuse(
-                key("protocol"),
-                format!("target group {name:?}: `protocol: tcp`"),
-            ),
-        }
-        if g.proxy_protocol.is_some() {
-            refuse(
-                key("proxy_protocol"),
-                format!("target group {name:?}: `proxy_protocol`"),
-            );
-        }
         if g.limits.max_pending.is_some() {
             refuse(
                 key("limits.max_pending"),

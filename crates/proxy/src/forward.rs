@@ -213,39 +213,36 @@ pub async fn forward(
         } else {
             None
         };
-        let sender = match pooled {
-            Some(s) => s,
-            None => match pool::connect(target.label(), spec.timeouts.connect, pool, h2).await {
-                Ok(s) => {
-                    if let (true, Some(p)) = (h2, pool) {
-                        p.share_h2(&s);
-                    }
-                    s
+        let connected = match (pooled, pool) {
+            (Some(s), _) => Ok(s),
+            (None, Some(p)) if h2 => p.h2_or_connect(target.label(), spec.timeouts.connect).await,
+            (None, pool) => pool::connect(target.label(), spec.timeouts.connect, pool, h2).await,
+        };
+        let sender = match connected {
+            Ok(s) => s,
+            Err(e) => {
+                target.upstream.error();
+                observe(&snap.groups[g], &target, true);
+                tracing::debug!(target = %target.label(), error = %e, "upstream connect failed");
+                last_err = ProxyError::Connect {
+                    target: target.label().to_owned(),
+                    reason: e.to_string(),
+                };
+                drop(in_flight);
+                tried.push(target);
+                // Nothing was sent: safe to retry whatever the request.
+                if retries.on.connect_failure && retry < retries.attempts {
+                    retry += 1;
+                    snap.groups[g].retries.increment(1);
+                    tokio::time::sleep(backoff(retries.backoff, retry)).await;
+                    continue;
                 }
-                Err(e) => {
-                    target.upstream.error();
-                    observe(&snap.groups[g], &target, true);
-                    tracing::debug!(target = %target.label(), error = %e, "upstream connect failed");
-                    last_err = ProxyError::Connect {
-                        target: target.label().to_owned(),
-                        reason: e.to_string(),
-                    };
-                    drop(in_flight);
-                    tried.push(target);
-                    // Nothing was sent: safe to retry whatever the request.
-                    if retries.on.connect_failure && retry < retries.attempts {
-                        retry += 1;
-                        snap.groups[g].retries.increment(1);
-                        tokio::time::sleep(backoff(retries.backoff, retry)).await;
-                        continue;
-                    }
-                    return Forwarded {
-                        result: Err(last_err),
-                        group: g,
-                        target: None,
-                    };
-                }
-            },
+                return Forwarded {
+                    result: Err(last_err),
+                    group: g,
+                    target: None,
+                };
+            }
         };
         let mut req = match pending.take() {
             Some(r) => r,

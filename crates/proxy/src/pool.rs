@@ -70,6 +70,9 @@ pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     /// The shared h2c connection, for `protocol: http2` groups.
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Held while an h2c connection is being made, so that a burst of
+    /// first requests waits for one connection instead of opening many.
+    h2_connecting: tokio::sync::Mutex<()>,
     idle_timeout: Duration,
     /// Every connection task of this target (pooled or busy), so that a
     /// draining target's remaining work can be cut at its deadline.
@@ -99,6 +102,7 @@ impl Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
             idle_timeout,
             tasks: Mutex::new(Vec::new()),
         }
@@ -143,6 +147,25 @@ impl Pool {
                 since: Instant::now(),
             });
         }
+    }
+
+    /// The shared h2c connection, made (once, whatever the number of
+    /// requests waiting) if there is none.
+    pub async fn h2_or_connect(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        if let Some(s) = self.take(true) {
+            return Ok(s);
+        }
+        let _one = self.h2_connecting.lock().await;
+        if let Some(s) = self.take(true) {
+            return Ok(s);
+        }
+        let s = connect(addr, timeout, Some(self), true).await?;
+        self.share_h2(&s);
+        Ok(s)
     }
 
     /// Makes a new h2c connection the one every request shares.

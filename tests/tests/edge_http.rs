@@ -1,0 +1,213 @@
+//! HTTP/2 both ways and WebSocket pass-through: h2c to targets
+//! (`protocol: http2`), many streams of one client connection split by
+//! weight, and an HTTP/1.1 Upgrade tunnel that echoes and that a drain cuts
+//! at its deadline.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use switchyard_testkit::{self as kit, FakeUpstream, TestClient};
+use switchyard_tests::{live, start_balancer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn yaml(groups: &str, routes: &str) -> String {
+    format!(
+        r#"admin: {{ bind: "127.0.0.1:0" }}
+access_log: {{ enabled: false }}
+listeners:
+  - name: web
+    bind: "127.0.0.1:0"
+    routes:
+{routes}
+target_groups:
+{groups}"#
+    )
+}
+
+#[tokio::test]
+async fn h2c_to_targets_multiplexes_on_one_connection() {
+    let up = FakeUpstream::builder("h2").start().await;
+    let groups = format!(
+        "  - name: g\n    protocol: http2\n    health_check: {{ protocol: none }}\n    targets: [ {{ address: \"{}\" }} ]\n",
+        up.addr()
+    );
+    let routes = "      - name: all\n        forward: { target_group: g }\n";
+    let lb = start_balancer(&yaml(&groups, routes)).await;
+    let url = format!("http://{}/x?y=1", lb.addr("web").unwrap());
+    // Concurrent requests from separate client connections.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move { kit::get(&url).await }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap().expect("request");
+        assert_eq!((r.status, r.body.as_str()), (200, "h2"));
+    }
+    let seen = up.last_request().expect("a request");
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(seen.uri, "/x?y=1");
+    assert!(up.connections() <= 2, "h2c should share one connection, saw {}", up.connections());
+    lb.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_h2_streams_on_one_client_connection_split_by_weight() {
+    let blue = FakeUpstream::builder("blue").start().await;
+    let green = FakeUpstream::builder("green").start().await;
+    let groups = format!(
+        "  - name: blue\n    health_check: {{ protocol: none }}\n    targets: [ {{ address: \"{}\" }} ]\n  - name: green\n    health_check: {{ protocol: none }}\n    targets: [ {{ address: \"{}\" }} ]\n",
+        blue.addr(),
+        green.addr()
+    );
+    let routes = "      - name: split\n        forward:\n          target_groups: [ { name: blue, weight: 3 }, { name: green, weight: 1 } ]\n";
+    let lb = start_balancer(&yaml(&groups, routes)).await;
+    let url = format!("http://{}/", lb.addr("web").unwrap());
+    let client = TestClient::h2c();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move { client.get(&url).await }));
+    }
+    let mut green_n = 0;
+    for t in tasks {
+        let r = t.await.unwrap().expect("stream");
+        assert_eq!(r.status, 200);
+        if r.body == "green" {
+            green_n += 1;
+        }
+    }
+    // The split is per request (per stream), exact over 100.
+    assert_eq!(green_n, 25);
+    assert_eq!(blue.requests() + green.requests(), 100);
+    lb.shutdown().await;
+}
+
+/// An upstream that answers `Upgrade: echo` with 101 and then echoes raw
+/// bytes; it counts open tunnels.
+async fn upgrade_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(up) = on.await {
+                            let mut io = TokioIo::new(up);
+                            let mut buf = [0u8; 1024];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    let resp = http::Response::builder()
+                        .status(101)
+                        .header("connection", "upgrade")
+                        .header("upgrade", "echo")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Opens an upgraded connection through the balancer; returns the stream
+/// after the 101 head.
+async fn open_tunnel(lb: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("101 in time")
+            .unwrap();
+        assert_eq!(n, 1, "closed before the 101: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    s
+}
+
+async fn echo_round_trip(s: &mut TcpStream, msg: &[u8]) -> bool {
+    if s.write_all(msg).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; msg.len()];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if buf == msg
+    )
+}
+
+#[tokio::test]
+async fn websocket_style_upgrade_echoes_and_is_cut_at_the_drain_deadline() {
+    let echo = upgrade_echo().await;
+    let other = FakeUpstream::builder("other").start().await;
+    let text = |with_echo: bool| {
+        let targets = if with_echo {
+            format!("{{ address: \"{echo}\" }}, {{ address: \"{}\" }}", other.addr())
+        } else {
+            format!("{{ address: \"{}\" }}", other.addr())
+        };
+        yaml(
+            &format!(
+                "  - name: g\n    health_check: {{ protocol: none }}\n    deregistration_delay: 1s\n    targets: [ {targets} ]\n"
+            ),
+            "      - name: ws\n        match: { path_prefix: /ws }\n        forward: { target_group: g }\n      - name: rest\n        forward: { target_group: g }\n",
+        )
+    };
+    let file = live::ConfigFile::new("edge-ws", &text(true));
+    let lb = file.start().await;
+    let addr = lb.addr("web").unwrap();
+    // Round robin: the first upgrade goes to the echo target.
+    let mut tunnel = open_tunnel(addr).await;
+    assert!(echo_round_trip(&mut tunnel, b"hello through the balancer").await);
+    assert!(echo_round_trip(&mut tunnel, b"and again").await);
+    // The tunnel counts as in flight on its target.
+    let t = live::target(&lb, "g", &echo.to_string()).await.expect("listed");
+    assert_eq!(t["in_flight"], 1, "{t}");
+
+    // Remove the echo target: the open tunnel drains, then is cut at ~1s.
+    file.overwrite(&text(false));
+    let started = tokio::time::Instant::now();
+    live::reload_ok(&lb).await;
+    assert_eq!(
+        live::state(&lb, "g", &echo.to_string()).await.as_deref(),
+        Some("draining")
+    );
+    assert!(echo_round_trip(&mut tunnel, b"still open while draining").await);
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(6), tunnel.read(&mut buf)).await;
+    let took = started.elapsed();
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "tunnel not closed: {closed:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "cut after {took:?}, deregistration_delay is 1s"
+    );
+    lb.shutdown().await;
+}
