@@ -13,6 +13,8 @@
 //! - [`RawConn`]: a client socket for bytes-on-the-wire tests (bad clients,
 //!   timeouts, connection limits).
 //! - [`metric`]: one sample from Prometheus text.
+//! - [`l4`]: `tcp`/`tls` listener YAML and byte-stream exchanges;
+//!   [`certs`]: test certificates (rcgen) and a TLS client.
 //! - [`live`]: a balancer started from a config FILE (watched and reloaded
 //!   as `switchyard run` does), and the reload and target APIs.
 
@@ -27,6 +29,8 @@ use tokio::time::Instant;
 
 pub use switchyard_testkit as kit;
 
+pub mod certs;
+pub mod l4;
 pub mod live;
 
 /// Generous bound for anything that should happen "at once" on a loaded
@@ -198,6 +202,13 @@ impl Cfg {
             indent(extra, 4),
             indent(routes, 6)
         ));
+        self
+    }
+
+    /// A listener given whole as YAML (one list item, any indentation),
+    /// e.g. from [`l4::tcp_listener`].
+    pub fn listener_yaml(mut self, yaml: &str) -> Cfg {
+        self.listeners.push(indent(yaml, 2));
         self
     }
 

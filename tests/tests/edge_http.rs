@@ -55,7 +55,11 @@ async fn h2c_to_targets_multiplexes_on_one_connection() {
     let seen = up.last_request().expect("a request");
     assert_eq!(seen.version, http::Version::HTTP_2);
     assert_eq!(seen.uri, "/x?y=1");
-    assert!(up.connections() <= 2, "h2c should share one connection, saw {}", up.connections());
+    assert!(
+        up.connections() <= 2,
+        "h2c should share one connection, saw {}",
+        up.connections()
+    );
     lb.shutdown().await;
 }
 
@@ -144,7 +148,12 @@ async fn open_tunnel(lb: SocketAddr) -> TcpStream {
             .await
             .expect("101 in time")
             .unwrap();
-        assert_eq!(n, 1, "closed before the 101: {}", String::from_utf8_lossy(&head));
+        assert_eq!(
+            n,
+            1,
+            "closed before the 101: {}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_lowercase();
@@ -170,7 +179,10 @@ async fn websocket_style_upgrade_echoes_and_is_cut_at_the_drain_deadline() {
     let other = FakeUpstream::builder("other").start().await;
     let text = |with_echo: bool| {
         let targets = if with_echo {
-            format!("{{ address: \"{echo}\" }}, {{ address: \"{}\" }}", other.addr())
+            format!(
+                "{{ address: \"{echo}\" }}, {{ address: \"{}\" }}",
+                other.addr()
+            )
         } else {
             format!("{{ address: \"{}\" }}", other.addr())
         };
@@ -189,7 +201,9 @@ async fn websocket_style_upgrade_echoes_and_is_cut_at_the_drain_deadline() {
     assert!(echo_round_trip(&mut tunnel, b"hello through the balancer").await);
     assert!(echo_round_trip(&mut tunnel, b"and again").await);
     // The tunnel counts as in flight on its target.
-    let t = live::target(&lb, "g", &echo.to_string()).await.expect("listed");
+    let t = live::target(&lb, "g", &echo.to_string())
+        .await
+        .expect("listed");
     assert_eq!(t["in_flight"], 1, "{t}");
 
     // Remove the echo target: the open tunnel drains, then is cut at ~1s.
@@ -204,7 +218,10 @@ async fn websocket_style_upgrade_echoes_and_is_cut_at_the_drain_deadline() {
     let mut buf = [0u8; 16];
     let closed = tokio::time::timeout(Duration::from_secs(6), tunnel.read(&mut buf)).await;
     let took = started.elapsed();
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "tunnel not closed: {closed:?}");
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "tunnel not closed: {closed:?}"
+    );
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "cut after {took:?}, deregistration_delay is 1s"

@@ -20,8 +20,9 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use metrics::Counter;
-use switchyard_config::{Address, Config, Listener, TargetSpec};
+use switchyard_config::{Address, Config, Listener, ListenerProtocol, TargetSpec};
 use switchyard_health::HealthChecks;
+use switchyard_proxy::tls::TlsConfigs;
 use switchyard_proxy::{ListenerHandle, Shared};
 use switchyard_routing::{Snapshot, Target};
 use tokio::net::TcpListener;
@@ -130,6 +131,45 @@ async fn bind_missing(
     Ok(out)
 }
 
+/// The TLS configs of every https and tls listener of `config`, read from
+/// disk now (a reload picks up renewed certificates). Errors name the
+/// config file (`origin`), the listener and the certificate/key files.
+fn build_tls(config: &Config, origin: &str) -> Result<TlsConfigs, String> {
+    switchyard_proxy::tls::server_configs(config).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| format!("{origin}: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// Starts serving one bound listener as its protocol says.
+fn spawn_listener(
+    sock: TcpListener,
+    spec: &Listener,
+    shared: &Arc<Shared>,
+) -> Result<ListenerHandle, String> {
+    let shared = Arc::clone(shared);
+    let started = match spec.protocol {
+        ListenerProtocol::Http => switchyard_proxy::spawn_http(sock, spec, shared),
+        ListenerProtocol::Tcp => switchyard_proxy::spawn_tcp(sock, spec, shared, None),
+        ListenerProtocol::Tls => {
+            let Some(config) = shared.tls.get(&spec.name) else {
+                return Err(format!("listener {:?}: no TLS configuration", spec.name));
+            };
+            switchyard_proxy::spawn_tcp(sock, spec, shared, Some(config))
+        }
+        ListenerProtocol::Https => {
+            return Err(format!(
+                "listener {:?}: `protocol: https` is not supported by this build yet",
+                spec.name
+            ))
+        }
+    };
+    started.map_err(|e| format!("listener {:?}: {e}", spec.name))
+}
+
 /// `yaml` with the API's registrations applied. Suppressions whose target
 /// the YAML no longer lists are dropped (they have done their job).
 fn merge(
@@ -167,16 +207,21 @@ impl Control {
         path: Option<PathBuf>,
         shared_access_log: switchyard_proxy::AccessLog,
     ) -> Result<Arc<Control>, String> {
+        let origin = path
+            .as_deref()
+            .map_or_else(|| "<config>".to_owned(), |p| p.display().to_string());
+        // Certificates before sockets: a bad pair fails the start cleanly.
+        let tls = build_tls(&config, &origin)?;
         let bound = bind_missing(&config, &config, &[]).await?;
         let snapshot = Snapshot::compile(config.clone(), None).map_err(|e| e.to_string())?;
         let swap = Arc::new(ArcSwap::from_pointee(snapshot));
         let shared = Arc::new(Shared::new(Arc::clone(&swap), shared_access_log));
+        shared.tls.replace(tls);
         let health = HealthChecks::new();
         health.sync(&swap.load());
         let mut listeners = Vec::new();
         for (spec, sock) in bound {
-            let h = switchyard_proxy::spawn_http(sock, &spec, Arc::clone(&shared))
-                .map_err(|e| e.to_string())?;
+            let h = spawn_listener(sock, &spec, &shared)?;
             tracing::info!(listener = %spec.name, addr = %h.local_addr, "listening");
             listeners.push(h);
         }
@@ -276,6 +321,7 @@ impl Control {
         if !refused.is_empty() {
             return Err(refused.join("\n"));
         }
+        let tls = build_tls(&loaded.config, &path.display().to_string())?;
         let (current, running) = {
             let st = self.state();
             let names: Vec<String> = st.listeners.iter().map(|h| h.name.clone()).collect();
@@ -285,24 +331,31 @@ impl Control {
         let mut guard = self.state();
         let st = &mut *guard;
         let merged = merge(&loaded.config, &st.api_added, &mut st.api_removed);
-        self.apply(st, merged, bound)?;
+        self.apply(st, merged, bound, Some(tls))?;
         st.yaml = loaded.config;
         Ok(loaded.version)
     }
 
-    /// Publishes `next` (already merged): compile, swap, listeners, drains,
+    /// Publishes `next` (already merged): compile, swap, TLS configs (a
+    /// reload's, `None` when the file was not re-read), listeners, drains,
     /// health checks. Nothing changes if compiling fails.
     fn apply(
         self: &Arc<Self>,
         st: &mut State,
         next: Config,
         bound: Vec<(Listener, TcpListener)>,
+        tls: Option<TlsConfigs>,
     ) -> Result<(), String> {
         let old = self.snapshot.load_full();
         let snap = Snapshot::compile_with(next.clone(), Some(&old), &st.draining)
             .map_err(|e| e.to_string())?;
         let snap = Arc::new(snap);
         self.snapshot.store(Arc::clone(&snap));
+        // Before new listeners start; kept ones use it from their next
+        // handshake on.
+        if let Some(tls) = tls {
+            self.shared.tls.replace(tls);
+        }
 
         // Listeners: keep the unchanged, retire the removed, start the new.
         let mut kept = Vec::new();
@@ -324,7 +377,7 @@ impl Control {
             }
         }
         for (spec, sock) in bound {
-            match switchyard_proxy::spawn_http(sock, &spec, Arc::clone(&self.shared)) {
+            match spawn_listener(sock, &spec, &self.shared) {
                 Ok(h) => {
                     tracing::info!(listener = %spec.name, addr = %h.local_addr, "listening");
                     kept.push(h);
@@ -449,7 +502,7 @@ impl Control {
         }
         let st = &mut *st;
         let merged = merge(&st.yaml, &st.api_added, &mut st.api_removed);
-        self.apply(st, merged, Vec::new())
+        self.apply(st, merged, Vec::new(), None)
             .map_err(ApiError::BadRequest)
     }
 
@@ -479,7 +532,7 @@ impl Control {
         }
         let st = &mut *st;
         let merged = merge(&st.yaml, &st.api_added, &mut st.api_removed);
-        self.apply(st, merged, Vec::new())
+        self.apply(st, merged, Vec::new(), None)
             .map_err(ApiError::BadRequest)
     }
 

@@ -206,3 +206,26 @@ pub fn spawn_http(
         retired,
     })
 }
+
+/// The handle of a listener whose accept loop lives elsewhere in this
+/// crate (`l4.rs`): same stop, join and `max_connections` behaviour.
+pub(crate) fn l4_handle(
+    name: String,
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+) -> ListenerHandle {
+    ListenerHandle {
+        name,
+        local_addr,
+        stop,
+        task,
+        limit,
+        max_connections: std::sync::atomic::AtomicUsize::new(max_connections),
+        // L4 connections pick their target once, at accept: nothing reads
+        // the retired snapshot.
+        retired: Arc::new(ArcSwapOption::empty()),
+    }
+}

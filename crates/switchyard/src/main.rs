@@ -100,7 +100,16 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match switchyard_config::load_file(path) {
-        Ok(_) => {
+        Ok(loaded) => {
+            // The certificates as `run` and reload build them: a key that
+            // does not match its certificate fails here, not at startup.
+            let tls = switchyard_proxy::tls::check_tls(&loaded.config, &path.display().to_string());
+            if !tls.is_empty() {
+                for e in &tls {
+                    eprintln!("error: {e}");
+                }
+                return ExitCode::FAILURE;
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
