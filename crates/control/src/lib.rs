@@ -160,12 +160,7 @@ fn spawn_listener(
             };
             switchyard_proxy::spawn_tcp(sock, spec, shared, Some(config))
         }
-        ListenerProtocol::Https => {
-            return Err(format!(
-                "listener {:?}: `protocol: https` is not supported by this build yet",
-                spec.name
-            ))
-        }
+        ListenerProtocol::Https => switchyard_proxy::spawn_http(sock, spec, shared),
     };
     started.map_err(|e| format!("listener {:?}: {e}", spec.name))
 }

@@ -4,7 +4,7 @@
 //! ahead of the features. `run` must never silently ignore a key, so it
 //! refuses a config that uses one of these, naming the key and its place.
 
-use switchyard_config::{ListenerProtocol, Loaded};
+use switchyard_config::Loaded;
 
 /// One message per unsupported use, `file:line:col: ...`.
 pub fn unsupported(loaded: &Loaded, origin: &str) -> Vec<String> {
@@ -18,14 +18,6 @@ pub fn unsupported(loaded: &Loaded, origin: &str) -> Vec<String> {
         out.push(format!("{at}: {what} is not supported by this build yet"));
     };
     let c = &loaded.config;
-    for (i, l) in c.listeners.iter().enumerate() {
-        if l.protocol == ListenerProtocol::Https {
-            refuse(
-                format!("listeners.{i}.protocol"),
-                format!("listener {:?}: `protocol: https`", l.name),
-            );
-        }
-    }
     for (i, g) in c.target_groups.iter().enumerate() {
         let name = &g.name;
         let key = |k: &str| format!("target_groups.{i}.{k}");

@@ -134,6 +134,11 @@ pub fn spawn_http(
     let active = metrics::gauge!("switchyard_connections_active", "listener" => spec.name.clone());
     let total = metrics::counter!("switchyard_connections_total", "listener" => spec.name.clone());
     let task_name = Arc::clone(&name);
+    // https: TLS first (the certificate set in force is looked up per
+    // connection, so a reload's renewed certificates apply at once).
+    let https = spec.protocol == switchyard_config::ListenerProtocol::Https;
+    let scheme: &'static str = if https { "https" } else { "http" };
+    let handshakes = Arc::new(crate::tls::HandshakeMetrics::new(&spec.name));
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         loop {
@@ -173,14 +178,51 @@ pub fn spawn_http(
             let ctx = Arc::new(ConnCtx {
                 shared: Arc::clone(&shared),
                 listener: Arc::clone(&task_name),
-                client: ClientInfo::new(peer.ip(), "http"),
+                client: ClientInfo::new(peer.ip(), scheme),
                 client_ip: peer.ip(),
                 state: Arc::clone(&state),
-                scheme: "http",
+                scheme,
                 retired: Arc::clone(&task_retired),
             });
-            let io = TokioIo::new(GuardedIo::new(stream, state, header_read, idle));
             let svc = service_fn(move |req| handle(req, Arc::clone(&ctx)));
+            if https {
+                let Some(config) = shared.tls.get(&task_name) else {
+                    tracing::error!(listener = %task_name, "no TLS configuration; connection closed");
+                    active.decrement(1.0);
+                    continue;
+                };
+                let (watcher, builder, active, handshakes) = (
+                    graceful.watcher(),
+                    Arc::clone(&builder),
+                    active.clone(),
+                    Arc::clone(&handshakes),
+                );
+                tokio::spawn(async move {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            handshakes.record(true);
+                            let io = TokioIo::new(GuardedIo::new(tls, state, header_read, idle));
+                            let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(error = %e, "client connection ended with an error");
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            handshakes.record(false);
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            handshakes.record(false);
+                            tracing::debug!("TLS handshake timed out");
+                        }
+                    }
+                    active.decrement(1.0);
+                    drop(permit);
+                });
+                continue;
+            }
+            let io = TokioIo::new(GuardedIo::new(stream, state, header_read, idle));
             let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
             let conn = graceful.watch(conn);
             let active = active.clone();
