@@ -4,7 +4,7 @@
 //! ahead of the features. `run` must never silently ignore a key, so it
 //! refuses a config that uses one of these, naming the key and its place.
 
-use switchyard_config::Loaded;
+use switchyard_config::{GroupProtocol, Loaded};
 
 /// One message per unsupported use, `file:line:col: ...`.
 pub fn unsupported(loaded: &Loaded, origin: &str) -> Vec<String> {
@@ -21,17 +21,21 @@ pub fn unsupported(loaded: &Loaded, origin: &str) -> Vec<String> {
     for (i, g) in c.target_groups.iter().enumerate() {
         let name = &g.name;
         let key = |k: &str| format!("target_groups.{i}.{k}");
-        if g.limits.max_pending.is_some() {
-            refuse(
-                key("limits.max_pending"),
-                format!("target group {name:?}: `limits.max_pending`"),
-            );
-        }
-        if g.limits.max_connections.is_some() {
-            refuse(
-                key("limits.max_connections"),
-                format!("target group {name:?}: `limits.max_connections`"),
-            );
+        // HTTP groups enforce limits in the upstream pool; the L4 path does
+        // not count connections against them yet.
+        if g.protocol == GroupProtocol::Tcp {
+            for (k, set) in [
+                ("max_pending", g.limits.max_pending.is_some()),
+                ("max_connections", g.limits.max_connections.is_some()),
+                ("max_requests", g.limits.max_requests.is_some()),
+            ] {
+                if set {
+                    refuse(
+                        key(&format!("limits.{k}")),
+                        format!("tcp target group {name:?}: `limits.{k}`"),
+                    );
+                }
+            }
         }
     }
     out

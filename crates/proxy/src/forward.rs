@@ -216,7 +216,46 @@ pub async fn forward(
         let connected = match (pooled, pool) {
             (Some(s), _) => Ok(s),
             (None, Some(p)) if h2 => p.h2_or_connect(target.label(), spec.timeouts.connect).await,
-            (None, pool) => pool::connect(target.label(), spec.timeouts.connect, pool, h2).await,
+            (None, Some(p)) => {
+                let limits = &spec.limits;
+                let slot = match p.try_slot(limits.max_connections) {
+                    Some(slot) => Ok(slot),
+                    // At max_connections: wait for one to come free.
+                    None => match p
+                        .wait_for_connection(
+                            limits.max_connections,
+                            limits.max_pending,
+                            spec.timeouts.connect,
+                        )
+                        .await
+                    {
+                        Ok(Ok(sender)) => Err(Ok(sender)),
+                        Ok(Err(slot)) => Ok(slot),
+                        Err(e) => Err(Err(e)),
+                    },
+                };
+                match slot {
+                    Ok(slot) => {
+                        pool::connect(target.label(), spec.timeouts.connect, pool, h2, Some(slot))
+                            .await
+                    }
+                    Err(Ok(sender)) => Ok(sender),
+                    Err(Err(e)) => {
+                        let why = match e {
+                            pool::LimitError::Pending => "target at max_pending\n",
+                            pool::LimitError::Timeout => "target at max_connections\n",
+                        };
+                        return Forwarded {
+                            result: Err(ProxyError::Unavailable(why)),
+                            group: g,
+                            target: Some(target),
+                        };
+                    }
+                }
+            }
+            (None, None) => {
+                pool::connect(target.label(), spec.timeouts.connect, None, h2, None).await
+            }
         };
         let sender = match connected {
             Ok(s) => s,

@@ -11,7 +11,8 @@
 //!
 //! The lock is held only to push or pop one entry.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,6 +20,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -77,6 +79,39 @@ pub struct Pool {
     /// Every connection task of this target (pooled or busy), so that a
     /// draining target's remaining work can be cut at its deadline.
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Open (or opening) connections, for `limits.max_connections`.
+    slots: Arc<Slots>,
+    /// Requests waiting for a connection, for `limits.max_pending`.
+    waiting: AtomicUsize,
+}
+
+/// Connection accounting shared with the connection tasks.
+#[derive(Default)]
+struct Slots {
+    open: AtomicUsize,
+    /// Signalled when a connection is returned or closes while requests
+    /// wait at `max_connections`.
+    freed: Notify,
+}
+
+/// One counted upstream connection; released when dropped (the
+/// connection's task ends, or connecting failed).
+pub struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.freed.notify_one();
+    }
+}
+
+/// Why no connection could be had under the target's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitError {
+    /// `max_pending` requests already wait.
+    Pending,
+    /// No connection came free within the wait.
+    Timeout,
 }
 
 /// Why a connection could not be made.
@@ -105,6 +140,8 @@ impl Pool {
             h2_connecting: tokio::sync::Mutex::new(()),
             idle_timeout,
             tasks: Mutex::new(Vec::new()),
+            slots: Arc::new(Slots::default()),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -132,6 +169,60 @@ impl Pool {
         }
     }
 
+    /// A slot for a new connection, unless `max` are open already.
+    pub fn try_slot(&self, max: Option<u32>) -> Option<Slot> {
+        let open = &self.slots.open;
+        let mut cur = open.load(Ordering::SeqCst);
+        loop {
+            if max.is_some_and(|m| cur >= m as usize) {
+                return None;
+            }
+            match open.compare_exchange(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(Slot(Arc::clone(&self.slots))),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// At `max_connections`: waits (at most `wait`, and only if fewer than
+    /// `max_pending` already wait) for an idle connection or a free slot.
+    pub async fn wait_for_connection(
+        &self,
+        max: Option<u32>,
+        max_pending: Option<u32>,
+        wait: Duration,
+    ) -> Result<Result<Sender, Slot>, LimitError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(slot) = self.try_slot(max) {
+                return Ok(Err(slot));
+            }
+            if max_pending.is_some_and(|m| self.waiting.load(Ordering::SeqCst) >= m as usize) {
+                return Err(LimitError::Pending);
+            }
+            let freed = self.slots.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking again, so a return in between is
+            // not missed.
+            freed.as_mut().enable();
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let got = match self.take(false) {
+                Some(s) => Some(Ok(Ok(s))),
+                None => match tokio::time::timeout_at(deadline, freed).await {
+                    Ok(()) => None,
+                    Err(_) => Some(Err(LimitError::Timeout)),
+                },
+            };
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            if let Some(result) = got {
+                return result;
+            }
+            if let Some(s) = self.take(false) {
+                return Ok(Ok(s));
+            }
+        }
+    }
+
     /// Returns a connection after its response finished.
     pub fn put(&self, sender: Sender) {
         let sender = match sender {
@@ -146,6 +237,11 @@ impl Pool {
                 sender,
                 since: Instant::now(),
             });
+        }
+        drop(guard);
+        // Only requests held at max_connections wait for this.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.slots.freed.notify_one();
         }
     }
 
@@ -163,7 +259,7 @@ impl Pool {
         if let Some(s) = self.take(true) {
             return Ok(s);
         }
-        let s = connect(addr, timeout, Some(self), true).await?;
+        let s = connect(addr, timeout, Some(self), true, self.try_slot(None)).await?;
         self.share_h2(&s);
         Ok(s)
     }
@@ -224,12 +320,14 @@ impl Pool {
 
 /// Opens a new connection to `addr` within `timeout` (HTTP/1.1, or h2c
 /// with prior knowledge when `h2`); its task is tracked by `pool` when
-/// given.
+/// given and holds `slot` (the connection's place under
+/// `max_connections`) until the connection ends.
 pub async fn connect(
     addr: &str,
     timeout: Duration,
     pool: Option<&Pool>,
     h2: bool,
+    slot: Option<Slot>,
 ) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout),
@@ -249,6 +347,7 @@ pub async fn connect(
         (
             Sender::H2(sender),
             tokio::spawn(async move {
+                let _slot = slot;
                 let _ = conn.await;
             }),
         )
@@ -263,6 +362,7 @@ pub async fn connect(
         (
             Sender::H1(sender),
             tokio::spawn(async move {
+                let _slot = slot;
                 let _ = conn.with_upgrades().await;
             }),
         )

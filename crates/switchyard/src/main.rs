@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// mimalloc instead of glibc malloc: per-request allocations (header maps,
+/// bodies' bookkeeping) are small and short-lived, and at 1,000 connections
+/// glibc's arenas fragment. Measured with benches/compare.sh (see
+/// benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",

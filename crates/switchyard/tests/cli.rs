@@ -338,7 +338,26 @@ target_groups:
 async fn run_refuses_a_feature_this_build_cannot_run_naming_the_key() {
     let up = FakeUpstream::builder("up").start().await;
     let dir = temp_dir("refuse");
-    let text = run_config(&up, "    limits: { max_pending: 10 }\n");
+    // Connection limits are enforced for HTTP groups; the L4 path does not
+    // count them yet, so a tcp group with limits is refused.
+    let text = format!(
+        r#"admin: {{ bind: "127.0.0.1:0" }}
+access_log: {{ enabled: false }}
+listeners:
+  - name: db
+    bind: "127.0.0.1:0"
+    protocol: tcp
+    forward:
+      target_groups: [ {{ name: pg, weight: 1 }} ]
+target_groups:
+  - name: pg
+    protocol: tcp
+    health_check: {{ protocol: none }}
+    targets: [ {{ address: "{}" }} ]
+    limits: {{ max_pending: 10 }}
+"#,
+        up.addr()
+    );
     let path = write(&dir, "switchyard.yaml", &text);
     // `check` accepts the whole schema...
     assert_eq!(check(&path).await.0.code(), Some(0));
