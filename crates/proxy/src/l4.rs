@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::forward::pool_of;
-use crate::listener::{l4_handle, ListenerHandle};
+use crate::listener::{accept_next, l4_handle, ListenerHandle};
 use crate::tcp_copy::{copy_both, Ended};
 use crate::tls::HandshakeMetrics;
 use crate::{proxy_protocol, Shared};
@@ -137,24 +137,10 @@ pub fn spawn_tcp(
     let task = tokio::spawn(async move {
         let mut conns = JoinSet::new();
         loop {
-            let permit = tokio::select! {
-                _ = stop_rx.changed() => break,
-                p = Arc::clone(&task_limit).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = stop_rx.changed() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(listener = %ctx.name, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            let Some((stream, peer, permit)) =
+                accept_next(&listener, &task_limit, &mut stop_rx, &ctx.name).await
+            else {
+                break;
             };
             // Reap finished connections so the set stays as big as the
             // number of open ones.

@@ -11,8 +11,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use switchyard_config::Listener;
 use switchyard_routing::Snapshot;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::guard::{ConnState, GuardedIo};
@@ -116,6 +116,33 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// The next client connection with its place under `max_connections`, or
+/// `None` once the listener is told to stop. Accept errors (EMFILE and
+/// friends) back off instead of spinning.
+pub(crate) async fn accept_next(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+    name: &str,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let permit = tokio::select! {
+        _ = stop.changed() => return None,
+        p = Arc::clone(limit).acquire_owned() => p.ok()?,
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => return Some((stream, peer, permit)),
+                Err(e) => {
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// Starts serving HTTP on `listener` as `spec` says.
 pub fn spawn_http(
     listener: TcpListener,
@@ -142,24 +169,10 @@ pub fn spawn_http(
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         loop {
-            let permit = tokio::select! {
-                _ = stop_rx.changed() => break,
-                p = Arc::clone(&task_limit).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = stop_rx.changed() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(listener = %task_name, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            let Some((stream, peer, permit)) =
+                accept_next(&listener, &task_limit, &mut stop_rx, &task_name).await
+            else {
+                break;
             };
             let _ = stream.set_nodelay(true);
             // Timeouts come from the current config: a reload applies them
