@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use switchyard_testkit::{self as kit, FakeUpstream, TestClient};
@@ -226,5 +226,97 @@ async fn websocket_style_upgrade_echoes_and_is_cut_at_the_drain_deadline() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "cut after {took:?}, deregistration_delay is 1s"
     );
+    lb.shutdown().await;
+}
+
+/// A body of ready frames: data, then trailers (what a gRPC answer is).
+struct Frames(std::collections::VecDeque<hyper::body::Frame<Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+/// An h2c upstream answering like a gRPC server: a body then trailers
+/// (`grpc-status`), and echoing whether it saw `te: trailers`.
+async fn grpc_like() -> SocketAddr {
+    use hyper::body::Frame;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let te = req
+                        .headers()
+                        .get("te")
+                        .map(|v| v.to_str().unwrap_or("").to_owned())
+                        .unwrap_or_default();
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    trailers.insert("grpc-message", http::HeaderValue::from_static("ok"));
+                    let body = Frames(
+                        vec![
+                            Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")),
+                            Frame::trailers(trailers),
+                        ]
+                        .into(),
+                    );
+                    let resp = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("x-seen-te", te)
+                        .body(body)
+                        .unwrap();
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn grpc_over_h2_passes_trailers_and_te_through() {
+    let up = grpc_like().await;
+    let groups = format!(
+        "  - name: grpc\n    protocol: http2\n    health_check: {{ protocol: none }}\n    targets: [ {{ address: \"{up}\" }} ]\n"
+    );
+    let routes = "      - name: all\n        forward: { target_group: grpc }\n";
+    let lb = start_balancer(&yaml(&groups, routes)).await;
+    let stream = TcpStream::connect(lb.addr("web").unwrap()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{}/pkg.Svc/Method", lb.addr("web").unwrap()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x00")))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-seen-te"],
+        "trailers",
+        "te: trailers must reach a gRPC target"
+    );
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers forwarded");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "ok");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
     lb.shutdown().await;
 }
