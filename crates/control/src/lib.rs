@@ -342,8 +342,31 @@ impl Control {
         tls: Option<TlsConfigs>,
     ) -> Result<(), String> {
         let old = self.snapshot.load_full();
-        let snap = Snapshot::compile_with(next.clone(), Some(&old), &st.draining)
+        // Targets the new config no longer lists start draining. Found
+        // before compiling, so that one compile both drops them from
+        // picking and lists them as draining.
+        let listed: HashSet<(&str, &switchyard_config::Address)> = next
+            .target_groups
+            .iter()
+            .flat_map(|g| g.targets.iter().map(move |t| (g.name.as_str(), &t.address)))
+            .collect();
+        let removed: Vec<(&switchyard_routing::Group, &Arc<Target>)> = old
+            .groups
+            .iter()
+            .flat_map(|g| g.targets.iter().map(move |t| (g, t)))
+            .filter(|(g, t)| !listed.contains(&(g.name(), t.address())))
+            .collect();
+        let mut draining = st.draining.clone();
+        draining.extend(
+            removed
+                .iter()
+                .map(|(g, t)| (g.name().to_owned(), Arc::clone(t))),
+        );
+        let snap = Snapshot::compile_with(next.clone(), Some(&old), &draining)
             .map_err(|e| e.to_string())?;
+        for (_, t) in &removed {
+            drain::begin(t);
+        }
         let snap = Arc::new(snap);
         self.snapshot.store(Arc::clone(&snap));
         // Before new listeners start; kept ones use it from their next
@@ -384,41 +407,24 @@ impl Control {
         }
         st.listeners = kept;
 
-        // Targets that disappeared start draining.
+        // Draining targets the new config lists again were revived by
+        // compile; the removed ones get their reaper.
         let live: HashSet<usize> = snap
             .groups
             .iter()
             .flat_map(|g| g.targets.iter())
             .map(|t| Arc::as_ptr(t) as usize)
             .collect();
-        st.draining
-            .retain(|(_, t)| !live.contains(&(Arc::as_ptr(t) as usize)));
-        for g in &old.groups {
-            for t in &g.targets {
-                if live.contains(&(Arc::as_ptr(t) as usize)) {
-                    continue;
-                }
-                drain::begin(t);
-                st.draining.push((g.name().to_owned(), Arc::clone(t)));
-                self.spawn_reaper(
-                    g.name().to_owned(),
-                    Arc::clone(t),
-                    g.spec.deregistration_delay,
-                );
-            }
+        draining.retain(|(_, t)| !live.contains(&(Arc::as_ptr(t) as usize)));
+        for (g, t) in &removed {
+            self.spawn_reaper(
+                g.name().to_owned(),
+                Arc::clone(t),
+                g.spec.deregistration_delay,
+            );
         }
-        if st.draining.iter().any(|(g, t)| {
-            !snap
-                .groups
-                .iter()
-                .any(|x| x.name() == g && x.draining.iter().any(|d| Arc::ptr_eq(d, t)))
-        }) {
-            // Newly draining targets must be listed (admin, metrics).
-            let relisted = Snapshot::compile_with(next.clone(), Some(&snap), &st.draining)
-                .map_err(|e| e.to_string())?;
-            self.snapshot.store(Arc::new(relisted));
-        }
-        self.health.sync(&self.snapshot.load());
+        st.draining = draining;
+        self.health.sync(&snap);
         st.current = next;
         Ok(())
     }

@@ -106,10 +106,6 @@ impl HealthChecks {
         }
         done
     }
-
-    pub fn running(&self) -> usize {
-        self.checkers.lock().map(|c| c.len()).unwrap_or(0)
-    }
 }
 
 /// A jittered interval: +-10%, so hundreds of checks do not fire in step.

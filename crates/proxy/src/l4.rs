@@ -96,9 +96,7 @@ impl Ctx {
         self.shared
             .snapshot
             .load()
-            .listeners
-            .iter()
-            .find(|l| *l.spec.name == *self.name)
+            .listener(&self.name)
             .map_or_else(|| self.fallback.clone(), |l| l.spec.timeouts.clone())
     }
 
@@ -221,12 +219,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let snap = ctx.shared.snapshot.load_full();
-    let Some(split) = snap
-        .listeners
-        .iter()
-        .find(|l| *l.spec.name == *ctx.name)
-        .and_then(|l| l.forward.as_ref())
-    else {
+    let Some(split) = snap.listener(&ctx.name).and_then(|l| l.forward.as_ref()) else {
         // Removed by a reload between accept and now.
         tracing::debug!(listener = %ctx.name, "listener no longer configured: closing");
         return;

@@ -54,14 +54,9 @@ pub struct ListenerHandle {
 }
 
 impl ListenerHandle {
-    /// Stops accepting, asks every connection to finish gracefully (HTTP/1:
-    /// close after the current response; HTTP/2: GOAWAY) and waits for them.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-
-    /// Signals stop without waiting.
+    /// Stops accepting and asks every connection to finish gracefully
+    /// (HTTP/1: close after the current response; HTTP/2: GOAWAY); `join`
+    /// waits for them.
     pub fn signal_stop(&self) {
         let _ = self.stop.send(true);
     }
@@ -180,9 +175,7 @@ pub fn spawn_http(
             let timeouts = shared
                 .snapshot
                 .load()
-                .listeners
-                .iter()
-                .find(|l| *l.spec.name == *task_name)
+                .listener(&task_name)
                 .map_or_else(|| fallback.clone(), |l| l.spec.timeouts.clone());
             let (header_read, idle) = (timeouts.header_read, timeouts.idle);
             total.increment(1);

@@ -312,10 +312,6 @@ impl Pool {
             t.abort();
         }
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|g| g.len()).unwrap_or(0)
-    }
 }
 
 /// Opens a new connection to `addr` within `timeout` (HTTP/1.1, or h2c

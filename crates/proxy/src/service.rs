@@ -67,44 +67,36 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return Ok(resp);
     }
-    let mut snap = ctx.shared.snapshot.load_full();
-    if !snap.listeners.iter().any(|l| *l.spec.name == *ctx.listener) {
+    let current = ctx.shared.snapshot.load_full();
+    let found = match current.listener_index(&ctx.listener) {
+        Some(i) => Some((current, i)),
         // A reload removed this listener; its connections drain on the
         // last config that had it.
-        if let Some(last) = ctx.retired.load_full() {
-            snap = last;
-        }
-    }
-    let Some(table) = snap
-        .listeners
-        .iter()
-        .find(|l| *l.spec.name == *ctx.listener)
-    else {
+        None => ctx
+            .retired
+            .load_full()
+            .and_then(|last| last.listener_index(&ctx.listener).map(|i| (last, i))),
+    };
+    let Some((snap, index)) = found else {
         return Ok(text_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "listener removed\n",
         ));
     };
-    let log_method = ctx
-        .shared
-        .access_log
-        .enabled()
-        .then(|| req.method().as_str().to_owned());
-    let log_path = ctx
-        .shared
-        .access_log
-        .enabled()
-        .then(|| req.uri().path().to_owned());
+    let table = &snap.listeners[index];
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    let log_host = ctx
-        .shared
-        .access_log
-        .enabled()
-        .then(|| host.unwrap_or("").to_owned());
+    // Copied only when logging: the request is moved into the forward.
+    let logged = ctx.shared.access_log.enabled().then(|| {
+        (
+            req.method().as_str().to_owned(),
+            req.uri().path().to_owned(),
+            host.unwrap_or("").to_owned(),
+        )
+    });
     let info = RequestInfo {
         host,
         path: req.uri().path(),
@@ -188,7 +180,7 @@ pub async fn handle(
     }
     let status = resp.status().as_u16();
     metrics.record(status, started);
-    if ctx.shared.access_log.enabled() {
+    if let Some((method, path, host)) = &logged {
         let client = ctx.client.ip_value.to_str().unwrap_or("");
         let target = outcome.target.as_ref().map_or("", |t| t.label());
         let id = outcome
@@ -201,9 +193,9 @@ pub async fn handle(
             route: outcome.route,
             target_group: outcome.group,
             target,
-            method: log_method.as_deref().unwrap_or(""),
-            path: log_path.as_deref().unwrap_or(""),
-            host: log_host.as_deref().unwrap_or(""),
+            method,
+            path,
+            host,
             status,
             duration_s: started.elapsed().as_secs_f64(),
             client,

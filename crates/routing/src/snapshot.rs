@@ -245,11 +245,14 @@ impl Snapshot {
         })
     }
 
-    pub fn group_by_name(&self, name: &str) -> Option<(usize, &Group)> {
-        self.groups
-            .iter()
-            .enumerate()
-            .find(|(_, g)| g.name() == name)
+    /// Index of the listener called `name` in `listeners`.
+    pub fn listener_index(&self, name: &str) -> Option<usize> {
+        self.listeners.iter().position(|l| l.spec.name == name)
+    }
+
+    /// The compiled listener called `name`.
+    pub fn listener(&self, name: &str) -> Option<&ListenerTable> {
+        self.listener_index(name).map(|i| &self.listeners[i])
     }
 
     /// Picks a target for a request sent to group `group`: a healthy one;

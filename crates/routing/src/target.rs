@@ -308,12 +308,6 @@ impl Target {
         self.update(|w| w & !DRAINING)
     }
 
-    /// Marks a target that must ramp up from now (slow start), e.g. every
-    /// target of a group that is new in the config.
-    pub fn restart_ramp(&self) {
-        self.healthy_since.store(now_ms(), Ordering::Relaxed);
-    }
-
     /// The share multiplier under slow start: 0.1 at the start of the ramp,
     /// rising linearly to 1.0 at `slow_start`.
     pub fn ramp(&self, slow_start: Duration) -> f64 {

@@ -98,6 +98,15 @@ pub async fn start_file(path: &Path) -> anyhow::Result<Running> {
     if !refused.is_empty() {
         anyhow::bail!("{}", refused.join("\n"));
     }
+    start_loaded(loaded, path).await
+}
+
+/// Starts from a config already loaded from `path` and checked by the
+/// caller (as `run` does before the runtime exists), then watches the file.
+pub async fn start_loaded(
+    loaded: switchyard_config::Loaded,
+    path: &Path,
+) -> anyhow::Result<Running> {
     let running = start_with(loaded.config, loaded.version, Some(path.to_path_buf())).await?;
     running.control.watch_file();
     Ok(running)

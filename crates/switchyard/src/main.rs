@@ -130,8 +130,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
-    // Parsed here too, for `workers`, before the runtime exists; start_file
-    // validates again on the same path.
+    // Loaded before the runtime exists: `workers` sizes it.
     let loaded = match switchyard_config::load_file(path) {
         Ok(l) => l,
         Err(errors) => {
@@ -150,7 +149,7 @@ fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
     }
     let workers = workers.unwrap_or(loaded.config.workers);
     runtime(workers)?.block_on(async move {
-        let running = switchyard::start_file(path).await?;
+        let running = switchyard::start_loaded(loaded, path).await?;
         switchyard::run_until_signal(running).await
     })
 }
