@@ -1,8 +1,10 @@
 //! `tcp` listeners: each connection goes to one target picked by group and
 //! target weights (health and draining honoured), bytes are copied both
-//! ways with half-close, an idle timeout and `max_connections`; a draining
-//! target's open connections are cut at `deregistration_delay`; PROXY v2
-//! headers tell targets the client's address.
+//! ways with half-close, an idle timeout and `max_connections`; a group's
+//! `limits` cap each target's open connections (a connection at the cap
+//! waits up to `timeouts.connect`, then is closed); a draining target's
+//! open connections are cut at `deregistration_delay`; PROXY v2 headers
+//! tell targets the client's address.
 
 // Test helpers: a panic is how a failed expectation is reported.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -16,7 +18,7 @@ use switchyard_tests::l4::{closed_within, connect, echo, round_trip, tcp_listene
 use switchyard_tests::live::{deregister, target, wait_state};
 use switchyard_tests::{metric, must_get, Cfg, Group, Urls, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 /// A `protocol: tcp` group with weighted targets and no active checks.
@@ -243,6 +245,126 @@ async fn max_connections_holds_further_connections_until_one_closes() {
         .unwrap();
     assert_eq!(&back, b"second");
     assert_eq!(up.connections(), 2);
+}
+
+/// Waits for the balancer to close `stream` without a byte coming back;
+/// how long that took.
+async fn closed_unserved(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+        Err(_) => panic!("still open after {WAIT:?}"),
+        // EOF, or a reset: the balancer never read what the client sent.
+        Ok(Ok(0)) | Ok(Err(_)) => started.elapsed(),
+        Ok(Ok(n)) => panic!("served at the limit: got {:?}", &buf[..n]),
+    }
+}
+
+/// One echo target behind tcp listener `name`, in a group also called
+/// `name` with more group keys `keys` (limits, timeouts), and a first
+/// client connection already served and held open.
+struct Capped {
+    up: TcpEcho,
+    lb: Running,
+    addr: SocketAddr,
+    first: TcpStream,
+}
+
+impl Capped {
+    async fn start(name: &str, keys: &str) -> Capped {
+        let up = TcpEcho::start().await;
+        let lb = Cfg::new()
+            .listener_yaml(&tcp_listener(name, "", &[(name, 1)]))
+            .group(tcp_group(name, &[(up.addr(), 1)]).with(keys))
+            .start()
+            .await;
+        let addr = addr_of(&lb, name);
+        let mut first = connect(addr).await;
+        echo(&mut first, b"first").await;
+        Capped {
+            up,
+            lb,
+            addr,
+            first,
+        }
+    }
+}
+
+/// The connections to `up` that the balancer counts (waiting ones too).
+async fn in_flight(lb: &Running, group: &str, up: &TcpEcho) -> u64 {
+    let t = target(lb, group, &up.addr().to_string())
+        .await
+        .expect("target listed");
+    t["in_flight"].as_u64().expect("in_flight is a number")
+}
+
+/// A group whose `limits` allow one connection per target: the first is
+/// served and held, a second gets nothing and is closed after the 300ms
+/// connect timeout, and once the first has ended a new one is served.
+async fn one_connection_at_a_time(name: &str, limits: &str) {
+    let keys = format!("limits: {limits}\ntimeouts: {{ connect: 300ms }}");
+    let mut capped = Capped::start(name, &keys).await;
+
+    let mut second = connect(capped.addr).await;
+    second.write_all(b"second").await.unwrap();
+    let waited = closed_unserved(&mut second).await;
+    // It waited for the connect timeout (from a little before the
+    // measurement began), not less, and not much more.
+    assert!(
+        waited >= Duration::from_millis(200),
+        "closed after {waited:?}, before the 300ms wait"
+    );
+    assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+    assert_eq!(capped.up.connections(), 1, "a second upstream connection");
+    // The first is untouched.
+    echo(&mut capped.first, b"still first").await;
+
+    drop(capped.first);
+    eventually!(WAIT, in_flight(&capped.lb, name, &capped.up).await == 0);
+    let mut third = connect(capped.addr).await;
+    echo(&mut third, b"third").await;
+    assert_eq!(capped.up.connections(), 2);
+}
+
+#[tokio::test]
+async fn max_connections_limit_closes_a_connection_that_waits_past_the_connect_timeout() {
+    one_connection_at_a_time("l4-cap", "{ max_connections: 1 }").await;
+}
+
+#[tokio::test]
+async fn max_requests_caps_tcp_connections_too_the_smaller_limit_winning() {
+    one_connection_at_a_time("l4-cap-req", "{ max_connections: 3, max_requests: 1 }").await;
+}
+
+#[tokio::test]
+async fn max_pending_closes_the_overflow_at_once_and_the_waiter_is_served() {
+    let name = "l4-pending";
+    let keys = "limits: { max_connections: 1, max_pending: 1 }\ntimeouts: { connect: 4s }";
+    let capped = Capped::start(name, keys).await;
+
+    // The second waits: counted in flight while it does.
+    let mut second = connect(capped.addr).await;
+    second.write_all(b"second").await.unwrap();
+    eventually!(WAIT, in_flight(&capped.lb, name, &capped.up).await == 2);
+
+    // max_pending (1) already wait: the third is closed without waiting.
+    let mut third = connect(capped.addr).await;
+    third.write_all(b"third").await.unwrap();
+    let waited = closed_unserved(&mut third).await;
+    assert!(
+        waited < Duration::from_millis(2000),
+        "closed after {waited:?}: it waited for the 4s connect timeout"
+    );
+
+    // The first ends: the waiting second gets its slot and is served.
+    drop(capped.first);
+    let mut back = [0u8; 6];
+    tokio::time::timeout(WAIT, second.read_exact(&mut back))
+        .await
+        .expect("the waiting connection was never served")
+        .unwrap();
+    assert_eq!(&back, b"second");
+    assert_eq!(capped.up.connections(), 2);
 }
 
 #[tokio::test]

@@ -364,7 +364,10 @@ pub struct GroupTimeouts {
     pub idle: Duration,
 }
 
-/// Per target. `None` = unlimited. Hitting a limit answers 503.
+/// Per target. `None` = unlimited. Hitting a limit answers 503; for
+/// `tcp` groups it closes the client connection, and `max_requests` caps
+/// open connections as `max_connections` does (one connection is one
+/// request; the smaller applies).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Limits {
     pub max_connections: Option<u32>,

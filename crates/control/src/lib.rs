@@ -9,7 +9,6 @@
 //! before it is swapped in, else the running config stays.
 
 pub mod drain;
-pub mod refuse;
 pub mod watch;
 
 use std::collections::HashSet;
@@ -312,10 +311,6 @@ impl Control {
         let _one = self.reloading.lock().await;
         let loaded =
             switchyard_config::load_file(path).map_err(|e| e.to_string().trim_end().to_owned())?;
-        let refused = refuse::unsupported(&loaded, &path.display().to_string());
-        if !refused.is_empty() {
-            return Err(refused.join("\n"));
-        }
         let tls = build_tls(&loaded.config, &path.display().to_string())?;
         let (current, running) = {
             let st = self.state();

@@ -11,6 +11,17 @@
 //! - Connect failures move on to another target (`retries.attempts`,
 //!   backoff with jitter) since nothing was sent yet; nothing is retried
 //!   once bytes have flowed. They also feed passive outlier detection.
+//! - `limits` count connections per target in the target's pool, with
+//!   the pool's own slots and wait (`Pool::wait_for_slot`), so one
+//!   mechanism serves HTTP and TCP. A TCP connection is one request, so
+//!   `max_requests` caps the same count as `max_connections` and the
+//!   smaller applies. A client connection at the cap waits, like an HTTP
+//!   request, at most `timeouts.connect` and only if fewer than
+//!   `max_pending` already wait; then it is closed: a byte stream has no
+//!   503 to send, and its client may go on to another balancer. The slot
+//!   is taken before connecting and moved into the copy task, so it counts
+//!   the connection until its bytes stop flowing (or the drain deadline
+//!   aborts the task).
 //! - The target's in-flight guard lives in the copy task, which is spawned
 //!   on its own and registered with the target's pool: a draining target
 //!   sees its TCP connections as in flight (so it is not forgotten early),
@@ -30,7 +41,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge};
 use rustls::ServerConfig;
-use switchyard_config::{Listener, ListenerTimeouts, ProxyProtocol};
+use switchyard_config::{Limits, Listener, ListenerTimeouts, ProxyProtocol};
 use switchyard_health::outlier::observe;
 use switchyard_routing::{InFlight, PickInput, Snapshot, Target};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -41,6 +52,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::forward::pool_of;
 use crate::listener::{accept_next, l4_handle, ListenerHandle};
+use crate::pool::{LimitError, Slot};
 use crate::tcp_copy::{copy_both, Ended};
 use crate::tls::HandshakeMetrics;
 use crate::{proxy_protocol, Shared};
@@ -210,7 +222,18 @@ struct Upstream {
     group: usize,
     target: Arc<Target>,
     in_flight: InFlight,
+    /// Its place under the target's connection cap (`None` only if the
+    /// target has no pool).
+    slot: Option<Slot>,
     stream: TcpStream,
+}
+
+/// Why a client connection is closed without reaching a target.
+enum Unserved {
+    /// No target could be picked, or none could be connected.
+    NoTarget,
+    /// The picked target stayed at its connection cap.
+    AtLimit(Arc<Target>, LimitError),
 }
 
 /// Routes one (decrypted) client stream and copies it to the target.
@@ -228,9 +251,22 @@ where
         tracing::debug!(listener = %ctx.name, "every target group is weighted 0: closing");
         return;
     };
-    let Some(mut up) = connect(&snap, group, peer).await else {
-        tracing::debug!(listener = %ctx.name, client = %peer, "no usable target: closing");
-        return;
+    let mut up = match connect(&snap, group, peer).await {
+        Ok(up) => up,
+        Err(Unserved::NoTarget) => {
+            tracing::debug!(listener = %ctx.name, client = %peer, "no usable target: closing");
+            return;
+        }
+        Err(Unserved::AtLimit(target, why)) => {
+            tracing::debug!(
+                listener = %ctx.name,
+                client = %peer,
+                target = %target.label(),
+                limit = ?why,
+                "target at its connection limit: closing"
+            );
+            return;
+        }
     };
     let spec = &snap.groups[up.group].spec;
     if spec.proxy_protocol == Some(ProxyProtocol::V2) {
@@ -245,12 +281,15 @@ where
     let Upstream {
         target,
         in_flight,
+        slot,
         mut stream,
         ..
     } = up;
     let copy = tokio::spawn(async move {
-        // Held for the whole connection: the target counts it as in flight.
+        // Held for the whole connection: the target counts it as in flight
+        // and under its connection cap.
         let _in_flight = in_flight;
+        let _slot = slot;
         let mut client = client;
         match copy_both(&mut client, &mut stream, idle, &rx, &tx).await {
             Ok(Ended::Closed) => {}
@@ -268,9 +307,21 @@ where
     let _ = copy.await;
 }
 
+/// The cap on one target's open TCP connections: one connection is one
+/// request, so `max_requests` bounds the same count and the smaller wins.
+fn connection_cap(limits: &Limits) -> Option<u32> {
+    limits
+        .max_connections
+        .into_iter()
+        .chain(limits.max_requests)
+        .min()
+}
+
 /// Picks and connects a target of `group`, moving on to another target
-/// after a connect failure as the group's retries allow.
-async fn connect(snap: &Snapshot, group: usize, peer: SocketAddr) -> Option<Upstream> {
+/// after a connect failure as the group's retries allow. A target at its
+/// connection cap is waited for (see the module docs), not skipped, as
+/// for HTTP.
+async fn connect(snap: &Snapshot, group: usize, peer: SocketAddr) -> Result<Upstream, Unserved> {
     let input = PickInput {
         headers: None,
         client_ip: Some(peer.ip()),
@@ -278,10 +329,25 @@ async fn connect(snap: &Snapshot, group: usize, peer: SocketAddr) -> Option<Upst
     let mut tried: Vec<Arc<Target>> = Vec::new();
     let mut retry = 0u32;
     loop {
-        let (g, target) = snap.pick(group, input, &tried)?;
+        let (g, target) = snap.pick(group, input, &tried).ok_or(Unserved::NoTarget)?;
         let grp = &snap.groups[g];
-        // Counted from the connect on, so least_request sees it.
+        // Counted from the wait on, so least_request sees it (as HTTP).
         let in_flight = target.begin();
+        let slot = match pool_of(&target, &grp.spec) {
+            Some(pool) => {
+                let limits = &grp.spec.limits;
+                let wait = pool.wait_for_slot(
+                    connection_cap(limits),
+                    limits.max_pending,
+                    grp.spec.timeouts.connect,
+                );
+                match wait.await {
+                    Ok(slot) => Some(slot),
+                    Err(why) => return Err(Unserved::AtLimit(target, why)),
+                }
+            }
+            None => None,
+        };
         let attempt = tokio::time::timeout(
             grp.spec.timeouts.connect,
             TcpStream::connect(target.label()),
@@ -291,10 +357,11 @@ async fn connect(snap: &Snapshot, group: usize, peer: SocketAddr) -> Option<Upst
             Ok(Ok(stream)) => {
                 observe(grp, &target, false);
                 let _ = stream.set_nodelay(true);
-                return Some(Upstream {
+                return Ok(Upstream {
                     group: g,
                     target,
                     in_flight,
+                    slot,
                     stream,
                 });
             }
@@ -303,11 +370,11 @@ async fn connect(snap: &Snapshot, group: usize, peer: SocketAddr) -> Option<Upst
         };
         observe(grp, &target, true);
         tracing::debug!(target = %target.label(), %error, "tcp connect failed");
-        drop(in_flight);
+        drop((slot, in_flight));
         tried.push(target);
         let retries = &grp.spec.retries;
         if !(retries.on.connect_failure && retry < retries.attempts) {
-            return None;
+            return Err(Unserved::NoTarget);
         }
         retry += 1;
         grp.retries.increment(1);

@@ -11,6 +11,7 @@
 //!
 //! The lock is held only to push or pop one entry.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -192,6 +193,34 @@ impl Pool {
         max_pending: Option<u32>,
         wait: Duration,
     ) -> Result<Result<Sender, Slot>, LimitError> {
+        self.wait_at_limit(max, max_pending, wait, || self.take(false))
+            .await
+    }
+
+    /// A slot for a connection that is never pooled (an L4 stream): at
+    /// once if fewer than `max` are open, else waits as
+    /// [`Pool::wait_for_connection`] does, for a slot only.
+    pub async fn wait_for_slot(
+        &self,
+        max: Option<u32>,
+        max_pending: Option<u32>,
+        wait: Duration,
+    ) -> Result<Slot, LimitError> {
+        let Err(slot) = self
+            .wait_at_limit(max, max_pending, wait, || None::<Infallible>)
+            .await?;
+        Ok(slot)
+    }
+
+    /// The wait behind both: a free slot, or whatever `reuse` hands out
+    /// (an idle connection) once woken by a return or a close.
+    async fn wait_at_limit<T>(
+        &self,
+        max: Option<u32>,
+        max_pending: Option<u32>,
+        wait: Duration,
+        reuse: impl Fn() -> Option<T>,
+    ) -> Result<Result<T, Slot>, LimitError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(slot) = self.try_slot(max) {
@@ -206,7 +235,7 @@ impl Pool {
             // not missed.
             freed.as_mut().enable();
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            let got = match self.take(false) {
+            let got = match reuse() {
                 Some(s) => Some(Ok(Ok(s))),
                 None => match tokio::time::timeout_at(deadline, freed).await {
                     Ok(()) => None,
@@ -217,7 +246,7 @@ impl Pool {
             if let Some(result) = got {
                 return result;
             }
-            if let Some(s) = self.take(false) {
+            if let Some(s) = reuse() {
                 return Ok(Ok(s));
             }
         }

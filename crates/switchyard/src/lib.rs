@@ -89,15 +89,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 /// Starts a balancer from the file at `path`, as `switchyard run` does:
-/// validated through the `check` path, refused if it uses a feature this
-/// build does not run, then watched and reloaded on change.
+/// validated through the `check` path, then watched and reloaded on change.
 pub async fn start_file(path: &Path) -> anyhow::Result<Running> {
     let loaded =
         switchyard_config::load_file(path).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
-    let refused = switchyard_control::refuse::unsupported(&loaded, &path.display().to_string());
-    if !refused.is_empty() {
-        anyhow::bail!("{}", refused.join("\n"));
-    }
     start_loaded(loaded, path).await
 }
 

@@ -140,13 +140,6 @@ fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
             anyhow::bail!("{}: invalid configuration", path.display());
         }
     };
-    let refused = switchyard_control::refuse::unsupported(&loaded, &path.display().to_string());
-    if !refused.is_empty() {
-        for r in &refused {
-            eprintln!("error: {r}");
-        }
-        anyhow::bail!("{}: uses features this build cannot run", path.display());
-    }
     let workers = workers.unwrap_or(loaded.config.workers);
     runtime(workers)?.block_on(async move {
         let running = switchyard::start_loaded(loaded, path).await?;
