@@ -53,7 +53,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::forward::pool_of;
 use crate::listener::{accept_next, l4_handle, ListenerHandle};
 use crate::pool::{LimitError, Slot};
-use crate::tcp_copy::{copy_both, Ended};
+use crate::tcp_copy::{relay, Ended};
 use crate::tls::HandshakeMetrics;
 use crate::{proxy_protocol, Shared};
 
@@ -291,7 +291,7 @@ where
         let _in_flight = in_flight;
         let _slot = slot;
         let mut client = client;
-        match copy_both(&mut client, &mut stream, idle, &rx, &tx).await {
+        match relay(&mut client, &mut stream, idle, &rx, &tx).await {
             Ok(Ended::Closed) => {}
             Ok(Ended::Idle) => {
                 tracing::debug!(listener = %label, "idle timeout: closing both sides");

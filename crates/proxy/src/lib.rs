@@ -19,6 +19,8 @@ pub mod pool;
 pub mod proxy_protocol;
 pub mod service;
 pub mod tcp_copy;
+#[cfg(target_os = "linux")]
+mod tcp_splice;
 pub mod tls;
 pub mod upgrade;
 
