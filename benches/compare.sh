@@ -295,11 +295,12 @@ mem_kb() { # pid field: sum over the process tree (kB)
     v=$(awk -v f="$2:" '$1==f{print $2}' "/proc/$p/status" 2>/dev/null || true); s=$((s + ${v:-0}))
   done; echo $s
 }
-cpu_ticks() { # pid: utime+stime over the process tree (all threads)
-  local p s=0 v
+cpu_ticks() { # pid: "utime+stime stime" over the process tree (all threads)
+  local p s=0 k=0 v
   for p in $(tree_pids "$1"); do
-    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || true); s=$((s + ${v:-0}))
-  done; echo $s
+    v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13, $13}' || true)
+    s=$((s + ${v%% *})); k=$((k + ${v##* }))
+  done; echo "$s $k"
 }
 cpu_stat() { awk -v c="cpu$1" '$1==c{t=0; for(i=2;i<=NF;i++) t+=$i; print $2+$3+$4, $9, t}' /proc/stat; } # user+nice+sys steal total (ticks)
 cpu_busy() { awk -v c="cpu$1" '$1==c{t=0; for(i=2;i<=9;i++) t+=$i; print t - $5 - $6 - $9, t}' /proc/stat; } # busy total, irqs included
@@ -349,10 +350,10 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ); mkdir -p "$RESULTS"
 MD=$RESULTS/compare-$STAMP.md; TSV=$RESULTS/compare-$STAMP.tsv
 COLS="scenario target round conns rps p50_ms p99_ms requests errors cpu_pct cpu_us_per_req rss_idle_kb rss_load_kb"
 COLS="$COLS hwm_kb new_upstream_conns upstream_reqs cpu0_other_pct steal_pct kind gbit_s bytes cpu_s_per_gb"
-COLS="$COLS load_cpu_busy_pct"; echo "$COLS" | tr ' ' '\t' >"$TSV"
+COLS="$COLS load_cpu_busy_pct sys_us_per_req sys_pct"; echo "$COLS" | tr ' ' '\t' >"$TSV"
 
 run_one() { # scenario kind conns target round
-  local sc=$1 kind=$2 conns=$3 t=$4 round=$5 f="$WORK/load.$1.$4.$5" before="" after="" c0 c1 w0 w1 s0 s1 l0 l1
+  local sc=$1 kind=$2 conns=$3 t=$4 round=$5 f="$WORK/load.$1.$4.$5" before="" after="" c0 c1 k0 k1 w0 w1 s0 s1 l0 l1
   local idle=- load=- hwm=- loadbusy
   if ! start_target "$t" "$kind"; then
     log "SKIP $t ($sc round $round): did not start"; [ -z "$PROXY_PID" ] || stop_pid "$PROXY_PID"; return 0
@@ -361,16 +362,16 @@ run_one() { # scenario kind conns target round
   [[ $kind != https-* || $round != 1 ]] || tls_info "$t" "$TARGET_PORT"
   [ "$WARMUP" = 0 ] || run_load "$kind" "$TARGET_PORT" "$conns" "$WARMUP" "$f.warmup"
   [ "$kind" = tcp ] || before=$(upstream_counters)
-  c0=$([ -z "$PROXY_PID" ] || cpu_ticks "$PROXY_PID")
+  c0=$([ -z "$PROXY_PID" ] || cpu_ticks "$PROXY_PID"); k0=${c0##* }; c0=${c0%% *}
   w0=$(date +%s.%N); s0=$(cpu_stat "$PROXY_CPU"); l0=$(cpu_busy "$LOAD_CPU")
   run_load "$kind" "$TARGET_PORT" "$conns" "$DURATION" "$f" "$PROXY_PID"
   w1=$(date +%s.%N); s1=$(cpu_stat "$PROXY_CPU"); l1=$(cpu_busy "$LOAD_CPU")
-  c1=$([ -z "$PROXY_PID" ] || cpu_ticks "$PROXY_PID")
+  c1=$([ -z "$PROXY_PID" ] || cpu_ticks "$PROXY_PID"); k1=${c1##* }; c1=${c1%% *}
   if [ -n "$PROXY_PID" ] && ! alive "$PROXY_PID"; then log "WARNING: $t died during the run"; c1=$c0; fi
   if [ -n "$PROXY_PID" ]; then load=$RSS_MAX; hwm=$(mem_kb "$PROXY_PID" VmHWM); fi
   [ "$kind" = tcp ] || after=$(upstream_counters)
   [ -z "$PROXY_PID" ] || stop_pid "$PROXY_PID" "$STOP_SIG"
-  local rps=- p50=- p99=- req=0 err newconns=- dist=- gbit=- bytes=- cpu_pct=- cpu_us=- cpu_gb=- other steal
+  local rps=- p50=- p99=- req=0 err newconns=- dist=- gbit=- bytes=- cpu_pct=- cpu_us=- cpu_gb=- other steal sys_us=- sys_pct=-
   if [ "$kind" = tcp ]; then
     read -r gbit bytes err < <(parse_iperf "$f")
   else
@@ -383,19 +384,22 @@ run_one() { # scenario kind conns target round
     read -r cpu_pct cpu_us cpu_gb < <(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v a="$w0" -v b="$w1" -v n="$req" \
       -v by="$bytes" 'BEGIN { printf "%.1f %s %s\n", 100 * d / hz / (b - a),
         (n > 0 ? sprintf("%.2f", 1e6 * d / hz / n) : "-"), (by + 0 > 0 ? sprintf("%.3f", d / hz / (by / 1e9)) : "-") }')
+    # the kernel's part (stime): syscalls and the loopback TCP work they trigger
+    read -r sys_us sys_pct < <(awk -v d=$((c1 - c0)) -v k=$((k1 - k0)) -v hz="$CLK_TCK" -v n="$req" \
+      'BEGIN { printf "%s %.1f\n", (n > 0 ? sprintf("%.2f", 1e6 * k / hz / n) : "-"), 100 * k / d }')
   fi
   # process time on PROXY_CPU not used by the proxy (other users of the host: noise), and steal
   read -r other steal < <(echo "$s0 $s1" | awk -v d=$((${c1:-0} - ${c0:-0})) '{ t = $6 - $3; if (t <= 0) t = 1
     o = $4 - $1 - d; printf "%.1f %.1f\n", 100 * (o < 0 ? 0 : o) / t, 100 * ($5 - $2) / t }')
   loadbusy=$(echo "$l0 $l1" | awk '{ t = $4 - $2; printf "%.1f", (t > 0 ? 100 * ($3 - $1) / t : 0) }')   # the load side's core
   echo "$sc $t $round $conns $rps $p50 $p99 $req $err $cpu_pct $cpu_us $idle $load $hwm $newconns $dist $other $steal" \
-    "$kind $gbit $bytes $cpu_gb $loadbusy" | tr ' ' '\t' >>"$TSV"
+    "$kind $gbit $bytes $cpu_gb $loadbusy $sys_us $sys_pct" | tr ' ' '\t' >>"$TSV"
   if [ "$kind" = tcp ]; then
     log "$sc r$round $(printf '%-10s' "$t") $gbit Gbit/s err=$err cpu=$cpu_pct% ${cpu_gb}s/GB rss=$idle/${load}kB" \
       "cpu$PROXY_CPU-other=$other% cpu$LOAD_CPU-busy=$loadbusy%"
   else
     log "$sc r$round $(printf '%-10s' "$t") $rps req/s p50=${p50}ms p99=${p99}ms err=$err cpu=$cpu_pct%" \
-      "${cpu_us}us/req rss=$idle/${load}kB upconn=$newconns ($dist) cpu$PROXY_CPU-other=$other%"
+      "${cpu_us}us/req (kernel $sys_us) rss=$idle/${load}kB upconn=$newconns ($dist) cpu$PROXY_CPU-other=$other%"
   fi
 }
 targets_for() { # kind -> the targets to run: no direct over TLS (the upstreams speak plain HTTP);
@@ -453,7 +457,7 @@ M = {}
 for k, g in G.items():
     M[k] = m = {c: med(num(r[c]) for r in g) for c in ("rps", "p50_ms", "p99_ms", "cpu_pct", "cpu_us_per_req",
                 "rss_idle_kb", "rss_load_kb", "new_upstream_conns", "cpu0_other_pct", "gbit_s", "cpu_s_per_gb",
-                "load_cpu_busy_pct")}
+                "load_cpu_busy_pct", "sys_us_per_req", "sys_pct")}
     m["kind"] = g[0]["kind"]; v = "gbit_s" if m["kind"] == "tcp" else "rps"
     vals = [num(r[v]) or 0 for r in g]
     m["spread"] = 100 * (max(vals) - min(vals)) / 2 / m[v] if m[v] else None
@@ -475,23 +479,24 @@ out = ["# switchyard vs NGINX vs HAProxy (benches/compare.sh)", "", "- date: " +
 out += [E["CMP_NOTES"]] if E["CMP_NOTES"] else []
 out += ["- every run: `%s`" % os.path.basename(tsv), "",
        "Medians over the rounds. `+-%`: half the min-max spread of req/s (Gbit/s for tcp). CPU: the proxy's own "
-       "utime+stime (all its threads and processes). RSS load: max VmRSS sampled every 0.5 s under load. Upstream "
+       "utime+stime (all its threads and processes); kernel: its stime part. RSS load: max VmRSS sampled every 0.5 s under load. Upstream "
        "conns: new connections the upstreams accepted during one measured run. CPU0 other: process time on the "
        "proxy's core used by anything else (host noise)."]
 HTTP = {k: m for k, m in M.items() if m["kind"] != "tcp"}; TCP = {k: m for k, m in M.items() if m["kind"] == "tcp"}
 if HTTP:
-    out += ["", row("scenario", "target", "req/s", "+-%", "p50 ms", "p99 ms", "CPU us/req", "CPU %", "RSS idle MiB",
-                    "RSS load MiB", "upstream conns", "errors", "CPU0 other %", "runs"), "|---|---" + "|---:" * 12 + "|"]
+    out += ["", row("scenario", "target", "req/s", "+-%", "p50 ms", "p99 ms", "CPU us/req", "kernel us/req", "CPU %",
+                    "RSS idle MiB", "RSS load MiB", "upstream conns", "errors", "CPU0 other %", "runs"),
+            "|---|---" + "|---:" * 13 + "|"]
     out += [row(sc, t, f(m["rps"]), f(m["spread"]), f(m["p50_ms"], "%.3f"), f(m["p99_ms"], "%.3f"),
-                f(m["cpu_us_per_req"], "%.2f"), f(m["cpu_pct"]), mib(m["rss_idle_kb"]), mib(m["rss_load_kb"]),
+                f(m["cpu_us_per_req"], "%.2f"), f(m["sys_us_per_req"], "%.2f"), f(m["cpu_pct"]), mib(m["rss_idle_kb"]), mib(m["rss_load_kb"]),
                 f(m["new_upstream_conns"]), m["errors"], f(m["cpu0_other_pct"]), m["n"]) for (sc, t), m in HTTP.items()]
 if TCP:
     out += ["", "TCP streaming (iperf3): Gbit/s received; vs direct: ratio of the medians; CPU s/GB: the proxy's "
             "CPU seconds per 10^9 bytes carried; load CPU busy: the iperf3 client and server's core (irqs included).", "",
-            row("scenario", "target", "Gbit/s", "+-%", "vs direct", "CPU s/GB", "CPU %", "RSS idle MiB",
-                "RSS load MiB", "errors", "CPU0 other %", "load CPU busy %", "runs"), "|---|---" + "|---:" * 11 + "|"]
+            row("scenario", "target", "Gbit/s", "+-%", "vs direct", "CPU s/GB", "kernel %", "CPU %", "RSS idle MiB",
+                "RSS load MiB", "errors", "CPU0 other %", "load CPU busy %", "runs"), "|---|---" + "|---:" * 12 + "|"]
     out += [row(sc, t, f(m["gbit_s"], "%.2f"), f(m["spread"]), f(ratio(sc, "gbit_s", "direct", t), "%.2fx"),
-                f(m["cpu_s_per_gb"], "%.3f"), f(m["cpu_pct"]), mib(m["rss_idle_kb"]), mib(m["rss_load_kb"]),
+                f(m["cpu_s_per_gb"], "%.3f"), f(m["sys_pct"]), f(m["cpu_pct"]), mib(m["rss_idle_kb"]), mib(m["rss_load_kb"]),
                 m["errors"], f(m["cpu0_other_pct"]), f(m["load_cpu_busy_pct"]), m["n"]) for (sc, t), m in TCP.items()]
 scens = list(dict.fromkeys(sc for sc, _ in HTTP))
 pairs = [("rps", "nginx", "req/s vs NGINX"), ("cpu_us_per_req", "nginx", "CPU/req vs NGINX"),
