@@ -230,3 +230,40 @@ async fn pipelined_requests_are_answered_in_order() {
     }
     assert_eq!(statuses, [200, 201, 202]);
 }
+
+/// Waits (bounded by [`WAIT`]) until the upstream has seen `n` requests.
+async fn until_requests(up: &FakeUpstream, n: usize) {
+    let start = Instant::now();
+    while up.requests() < n {
+        assert!(start.elapsed() < WAIT, "upstream saw {} of {n} requests", up.requests());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_request_does_not_cost_the_upstream_connection() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = start("", &up).await;
+    // Warm: one pooled upstream connection.
+    assert_eq!(must_get(&lb.url("/")).await.status, 200);
+    assert_eq!(up.connections(), 1);
+    // A client asks for a slow answer and leaves while it is on its way.
+    let mut leaver = RawConn::connect(lb.listen_addr()).await;
+    leaver.send(&raw_get("/sleep/300")).await;
+    until_requests(&up, 2).await;
+    drop(leaver);
+    // The answer still arrives (300 ms) and is read in the background;
+    // nothing outside shows when the connection is back in the pool, so
+    // wait well past the answer.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let client = TestClient::new();
+    for i in 0..5 {
+        let res = client.get(&lb.url(&format!("/after{i}"))).await.unwrap();
+        assert_eq!(res.status, 200, "request {i}");
+    }
+    assert_eq!(
+        up.connections(),
+        1,
+        "the abandoned exchange closed its upstream connection"
+    );
+}

@@ -1,14 +1,16 @@
 //! Body types: one enum for everything we send, so no per-response boxing.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use switchyard_routing::{InFlight, TargetState};
+use switchyard_routing::InFlight;
 
 use crate::guard::RequestMark;
-use crate::pool::{Pool, Sender};
+use crate::pool::{self, Sender};
 
 /// What the proxy answers downstream: a fixed body, or an upstream's body
 /// streamed through with whatever must live as long as it (the pooled
@@ -20,40 +22,43 @@ pub enum ProxyBody {
 
 /// An upstream response body on its way to the client. When it has been
 /// read to the end, its connection goes back to the target's pool; if the
-/// client goes away first, the connection is closed (its state is unknown).
-/// The target's and the client connection's in-flight marks end with it.
+/// client goes away first, the rest is read in the background (bounded,
+/// see `pool::linger`) so that the connection can still be pooled. The
+/// target's and the client connection's in-flight marks end with it.
 pub struct UpstreamBody {
-    body: Incoming,
+    /// `None` only once handed to `linger` on drop.
+    body: Option<Incoming>,
     sender: Option<Sender>,
     in_flight: InFlight,
     _mark: RequestMark,
     done: bool,
+    /// How long an abandoned body may take to finish in the background.
+    linger: Duration,
 }
 
 impl UpstreamBody {
-    pub fn new(body: Incoming, sender: Sender, in_flight: InFlight, mark: RequestMark) -> Self {
+    pub fn new(
+        body: Incoming,
+        sender: Sender,
+        in_flight: InFlight,
+        mark: RequestMark,
+        linger: Duration,
+    ) -> Self {
         let done = body.is_end_stream();
         UpstreamBody {
-            body,
+            body: Some(body),
             sender: Some(sender),
             in_flight,
             _mark: mark,
             done,
+            linger,
         }
     }
 
     fn finish(&mut self) {
         self.done = true;
         if let Some(sender) = self.sender.take() {
-            let target = self.in_flight.target();
-            // A draining target's keep-alive connections close after their
-            // current response.
-            if target.state() == TargetState::Draining {
-                return;
-            }
-            if let Some(pool) = target.ext.get().and_then(|p| p.downcast_ref::<Pool>()) {
-                pool.put(sender);
-            }
+            pool::release(self.in_flight.target(), sender);
         }
     }
 }
@@ -62,6 +67,9 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if self.done {
             self.finish();
+        } else if let (Some(sender), Some(body)) = (self.sender.take(), self.body.take()) {
+            let target = Arc::clone(self.in_flight.target());
+            pool::linger(target, sender, None, Some(body), self.linger);
         }
     }
 }
@@ -87,10 +95,14 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(up) => {
-                let polled = Pin::new(&mut up.body).poll_frame(cx);
+                let Some(body) = up.body.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let polled = Pin::new(body).poll_frame(cx);
+                let end = up.body.as_ref().is_none_or(|b| b.is_end_stream());
                 match &polled {
                     Poll::Ready(None) => up.finish(),
-                    Poll::Ready(Some(Ok(_))) if up.body.is_end_stream() => up.finish(),
+                    Poll::Ready(Some(Ok(_))) if end => up.finish(),
                     Poll::Ready(Some(Err(_))) => {
                         // Broken mid-body: never reuse this connection.
                         up.sender = None;
@@ -105,7 +117,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Upstream(up) => up.body.is_end_stream(),
+            ProxyBody::Upstream(up) => up.body.as_ref().is_none_or(|b| b.is_end_stream()),
         }
     }
 
@@ -113,7 +125,10 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Upstream(up) => up.body.size_hint(),
+            ProxyBody::Upstream(up) => up
+                .body
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
         }
     }
 }

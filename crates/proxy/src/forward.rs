@@ -15,7 +15,7 @@ use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::error::ProxyError;
 use crate::guard::RequestMark;
 use crate::headers::strip_hop_by_hop;
-use crate::pool::{self, Pool, Sender};
+use crate::pool::{self, Pool, ResponseFuture, Sender};
 
 /// Attempts at sending on a fresh connection after pooled ones turned out
 /// closed before anything was written; these do not count as retries.
@@ -87,19 +87,63 @@ enum Outcome {
     TimedOut,
 }
 
-async fn send(mut sender: Sender, req: Request<RequestBody>, timeout: Duration) -> Outcome {
-    let exchange = async {
-        if sender.ready().await.is_err() {
-            // Closed before we wrote anything: the request is still ours.
-            return Err(Err(req));
+/// A request at the upstream whose answer has not come yet. Dropped in
+/// that state (the client went away, and hyper dropped our future), it
+/// hands the exchange to `pool::linger` so the connection can be pooled.
+struct Pending<'a> {
+    answer: Option<ResponseFuture>,
+    sender: Option<Sender>,
+    target: &'a Arc<Target>,
+    linger: Duration,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let (Some(answer), Some(sender)) = (self.answer.take(), self.sender.take()) {
+            pool::linger(
+                Arc::clone(self.target),
+                sender,
+                Some(answer),
+                None,
+                self.linger,
+            );
         }
-        sender.try_send(req).await.map_err(Ok)
+    }
+}
+
+async fn send(
+    mut sender: Sender,
+    req: Request<RequestBody>,
+    timeout: Duration,
+    target: &Arc<Target>,
+) -> Outcome {
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, sender.ready()).await {
+        Err(_) => return Outcome::TimedOut,
+        // Closed before we wrote anything: the request is still ours.
+        Ok(Err(_)) => return Outcome::Unsent(req),
+        Ok(Ok(())) => {}
+    }
+    let answer = sender.try_send(req);
+    let mut pending = Pending {
+        answer: Some(answer),
+        sender: Some(sender),
+        target,
+        linger: timeout,
     };
-    match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => Outcome::TimedOut,
-        Ok(Ok(resp)) => Outcome::Response(resp, sender),
-        Ok(Err(Err(req))) => Outcome::Unsent(req),
-        Ok(Err(Ok(mut e))) => match e.take_message() {
+    let Some(answer) = pending.answer.as_mut() else {
+        return Outcome::TimedOut;
+    };
+    let answered = tokio::time::timeout_at(deadline, answer).await;
+    // Answered, failed or timed out: nothing left to linger for (a timed
+    // out connection closes: the upstream is too slow to keep).
+    pending.answer = None;
+    let sender = pending.sender.take();
+    match (answered, sender) {
+        (Err(_), _) => Outcome::TimedOut,
+        (Ok(Ok(resp)), Some(sender)) => Outcome::Response(resp, sender),
+        (Ok(Ok(_)), None) => Outcome::Failed("connection lost".into()),
+        (Ok(Err(mut e)), _) => match e.take_message() {
             Some(req) => Outcome::Unsent(req),
             None => Outcome::Failed(e.into_error().to_string()),
         },
@@ -297,7 +341,7 @@ pub async fn forward(
             },
         };
         for_protocol(&mut req, h2, extras.te_trailers);
-        match send(sender, req, spec.timeouts.request).await {
+        match send(sender, req, spec.timeouts.request, &target).await {
             Outcome::Unsent(req) if stale < STALE_REDOS => {
                 // A pooled connection the upstream had closed: same target,
                 // fresh connection, not a retry.
@@ -386,7 +430,7 @@ pub async fn forward(
                 }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let body = UpstreamBody::new(body, sender, in_flight, mark);
+                let body = UpstreamBody::new(body, sender, in_flight, mark, spec.timeouts.request);
                 return Forwarded {
                     result: Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
                     group: g,

@@ -12,11 +12,14 @@
 //! The lock is held only to push or pop one entry.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -24,6 +27,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+
+use switchyard_routing::{Target, TargetState};
 
 use crate::body::RequestBody;
 
@@ -52,16 +57,87 @@ impl Sender {
     }
 
     /// Sends `req`; on failure before anything was written the request
-    /// comes back in the error.
-    pub async fn try_send(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+    /// comes back in the error. The future does not borrow the sender, so
+    /// an exchange the client abandons can finish without it (`linger`).
+    pub fn try_send(&mut self, req: Request<RequestBody>) -> ResponseFuture {
         match self {
-            Sender::H1(s) => s.try_send_request(req).await,
-            Sender::H2(s) => s.try_send_request(req).await,
+            Sender::H1(s) => Box::pin(s.try_send_request(req)),
+            Sender::H2(s) => Box::pin(s.try_send_request(req)),
         }
     }
+}
+
+/// An upstream's answer on its way (boxed: one small allocation per
+/// request buys an exchange that can outlive its client, see `linger`).
+pub type ResponseFuture = Pin<
+    Box<dyn Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>> + Send>,
+>;
+
+/// Body bytes of an abandoned response read to keep its connection; a
+/// longer body closes the connection instead (cheaper than reading it).
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Returns `sender` to `target`'s pool after a complete exchange, unless
+/// the target is draining (its keep-alive connections close after their
+/// current response).
+pub fn release(target: &Target, sender: Sender) {
+    if target.state() == TargetState::Draining {
+        return;
+    }
+    if let Some(pool) = target.ext.get().and_then(|p| p.downcast_ref::<Pool>()) {
+        pool.put(sender);
+    }
+}
+
+/// The client went away in the middle of an HTTP/1.1 exchange: before the
+/// answer (`head`) or during its body. Dropping the exchange would make
+/// hyper close the upstream connection (its state unknown), so a burst of
+/// client aborts (a load tool stopping, a balancer in front restarting)
+/// would cost as many reconnects. Instead the rest of the answer is read
+/// in the background and discarded, and the connection pooled, within
+/// `limit` and `LINGER_BYTES`; beyond either the connection closes. Only
+/// this abort path spawns a task. h2c needs none of this: the stream is
+/// reset and the connection lives on.
+pub fn linger(
+    target: Arc<Target>,
+    sender: Sender,
+    head: Option<ResponseFuture>,
+    body: Option<Incoming>,
+    limit: Duration,
+) {
+    if !matches!(sender, Sender::H1(_)) {
+        return;
+    }
+    // Dropped outside a runtime (process teardown): nothing to keep.
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let finish = async {
+            let mut body = match (head, body) {
+                (Some(head), _) => {
+                    let resp = head.await.ok()?;
+                    // An upgraded connection is never pooled.
+                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        return None;
+                    }
+                    resp.into_body()
+                }
+                (None, Some(body)) => body,
+                (None, None) => return None,
+            };
+            let mut left = LINGER_BYTES;
+            while let Some(frame) = body.frame().await {
+                if let Some(data) = frame.ok()?.data_ref() {
+                    left = left.checked_sub(data.len())?;
+                }
+            }
+            Some(())
+        };
+        if let Ok(Some(())) = tokio::time::timeout(limit, finish).await {
+            release(&target, sender);
+        }
+    });
 }
 
 struct Idle {
