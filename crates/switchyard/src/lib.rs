@@ -20,6 +20,7 @@ use switchyard_config::{Address, Config, LogPath};
 use switchyard_control::Control;
 use switchyard_health::HealthChecks;
 use switchyard_proxy::{AccessLog, Shared};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 /// Histogram buckets for request durations, in seconds.
@@ -190,18 +191,41 @@ impl Running {
     }
 }
 
+/// The signals `run` and `demo` act on: SIGTERM and SIGINT (graceful
+/// shutdown) and SIGHUP (reload).
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    /// Registers the handlers. Call it before starting anything: from here
+    /// on these signals no longer kill the process (their default action),
+    /// and one that arrives before [`run_until_signal`] waits is kept and
+    /// acted on then, so a SIGTERM during startup is a graceful shutdown
+    /// as soon as startup is done. Must run inside a tokio runtime.
+    pub fn install() -> anyhow::Result<Signals> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot install the {name} handler"))
+        };
+        Ok(Signals {
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+            hup: install(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully. SIGHUP
-/// reloads the config file.
-pub async fn run_until_signal(running: Running) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+/// reloads the config file. `signals` were installed before `running`
+/// was started (see [`Signals::install`]).
+pub async fn run_until_signal(running: Running, mut signals: Signals) -> anyhow::Result<()> {
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
+            _ = signals.term.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 // Errors are logged and kept by reload itself.
                 let _ = running.control.reload().await;

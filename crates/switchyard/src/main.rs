@@ -141,15 +141,28 @@ fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
         }
     };
     let workers = workers.unwrap_or(loaded.config.workers);
-    runtime(workers)?.block_on(async move {
-        let running = switchyard::start_loaded(loaded, path).await?;
-        switchyard::run_until_signal(running).await
+    serve(runtime(workers)?, switchyard::start_loaded(loaded, path))
+}
+
+/// `run` and `demo`: installs the signal handlers, then awaits `start`
+/// (which binds and logs `listening`: nothing runs before it is awaited),
+/// then serves until SIGTERM/SIGINT. Handlers first: a SIGTERM during
+/// startup must not kill the process but shut it down gracefully once
+/// started.
+fn serve(
+    rt: tokio::runtime::Runtime,
+    start: impl std::future::Future<Output = anyhow::Result<switchyard::Running>>,
+) -> anyhow::Result<()> {
+    rt.block_on(async {
+        let signals = switchyard::Signals::install()?;
+        let running = start.await?;
+        switchyard::run_until_signal(running, signals).await
     })
 }
 
 fn demo() -> anyhow::Result<()> {
     use switchyard::demo::{config_yaml, demo_upstream, free_or_ephemeral};
-    runtime(0)?.block_on(async {
+    serve(runtime(0)?, async {
         let blue = [
             demo_upstream("blue-1").await?,
             demo_upstream("blue-2").await?,
@@ -190,7 +203,7 @@ fn demo() -> anyhow::Result<()> {
              \n  curl -s http://{admin}/metrics | grep switchyard_requests_total\
              \n\nPress Ctrl-C to stop.\n"
         );
-        switchyard::run_until_signal(running).await
+        Ok(running)
     })
 }
 

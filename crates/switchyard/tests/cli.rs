@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -213,8 +214,7 @@ async fn run_serves_logs_access_and_exits_0_on_sigterm() {
     assert_eq!(entry["target_group"], "app");
     assert_eq!(entry["method"], "GET");
 
-    let ready = get(&format!("http://{admin}/readyz")).await.unwrap();
-    assert_eq!(ready.status, 200);
+    p.ready(&admin).await;
 
     // `status` reads the same admin API.
     let mut status = Proc::spawn(&["status", "--admin", &admin]);
@@ -235,6 +235,71 @@ async fn run_serves_logs_access_and_exits_0_on_sigterm() {
     p.sigterm();
     let exit = p.exit().await;
     assert_eq!(exit.code(), Some(0), "{}", p.stderr_text());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A config whose startup logs far more than a pipe holds (64 KiB by
+/// default on Linux): one `listening` line of about 1 KiB per listener.
+fn many_listeners_config(listeners: usize) -> String {
+    let mut text = String::from(
+        "admin: { bind: \"127.0.0.1:0\" }\naccess_log: { enabled: false }\nlisteners:\n",
+    );
+    let long = "l".repeat(1000);
+    for i in 0..listeners {
+        text.push_str(&format!(
+            "  - {{ name: {long}-{i}, bind: \"127.0.0.1:0\", \
+             routes: [ {{ name: r, fixed_response: {{ status: 200 }} }} ] }}\n"
+        ));
+    }
+    text
+}
+
+/// SIGTERM during startup (Kubernetes may send it at any time) must not
+/// kill the process: it shuts down gracefully, exit 0, once started. The
+/// signal is sent at the first log line while the test holds the process
+/// in the middle of its startup: nobody reads its stderr, so it blocks
+/// writing the `listening` lines of its 200 listeners until the test reads
+/// on, after the signal. A process that installed its signal handlers only
+/// after startup is killed by that SIGTERM.
+#[tokio::test]
+async fn sigterm_during_startup_shuts_down_gracefully() {
+    let dir = temp_dir("early-term");
+    let path = write(&dir, "switchyard.yaml", &many_listeners_config(200));
+    let (mut p, err) = Proc::spawn_stderr_held(&["run", "-c", &path.to_string_lossy()]);
+    let first = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(err);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line);
+        (read, line, reader)
+    });
+    let (read, first, rest) = tokio::time::timeout(WAIT, first)
+        .await
+        .unwrap_or_else(|_| panic!("no log line within {WAIT:?}"))
+        .unwrap();
+    assert!(
+        matches!(read, Ok(n) if n > 0),
+        "stderr closed before any log line: {read:?}"
+    );
+    p.sigterm();
+    p.pump_stderr(rest);
+
+    let exit = p.exit().await;
+    let log = format!("{first}{}", drain(&mut p.stderr).await);
+    // The log is 200 KiB of `listening` lines: show how far it got.
+    let tail: Vec<&str> = log.lines().rev().take(3).collect();
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "{exit} after {} log lines; last: {tail:#?}",
+        log.lines().count()
+    );
+    // The signal did land in the middle of startup: more was still to be
+    // logged before the admin API came up than the pipe could hold.
+    let startup = log
+        .find("admin listening")
+        .unwrap_or_else(|| panic!("startup never finished; stderr:\n{log}"));
+    assert!(startup > 2 * 65536, "startup logged only {startup} bytes");
+    assert!(log[startup..].contains("shutting down"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

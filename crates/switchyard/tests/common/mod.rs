@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,6 +74,16 @@ fn pump(
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
+        let (mut p, err) = Proc::spawn_stderr_held(args);
+        p.pump_stderr(err);
+        p
+    }
+
+    /// Like `spawn`, but nobody reads the child's stderr: it is handed to
+    /// the caller, who passes it (or what is left of it) to `pump_stderr`.
+    /// Until then the child blocks at its next log line once the pipe's
+    /// buffer (64 KiB by default on Linux) is full.
+    pub fn spawn_stderr_held(args: &[&str]) -> (Proc, ChildStderr) {
         let mut child = Command::new(BIN)
             .args(args)
             .current_dir(workspace_root())
@@ -83,18 +93,24 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        let stderr_all = Arc::new(Mutex::new(String::new()));
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
             panic!("stdout and stderr are piped");
         };
         let stdout = pump(out, None);
-        let stderr = pump(err, Some(Arc::clone(&stderr_all)));
-        Proc {
+        let proc = Proc {
             child,
             stdout,
-            stderr,
-            stderr_all,
-        }
+            // Replaced by `pump_stderr`.
+            stderr: mpsc::unbounded_channel().1,
+            stderr_all: Arc::new(Mutex::new(String::new())),
+        };
+        (proc, err)
+    }
+
+    /// Starts collecting stderr from `stream` (the child's stderr, or a
+    /// reader over what the caller has not consumed of it).
+    pub fn pump_stderr(&mut self, stream: impl Read + Send + 'static) {
+        self.stderr = pump(stream, Some(Arc::clone(&self.stderr_all)));
     }
 
     pub fn stderr_text(&self) -> String {
@@ -153,6 +169,30 @@ impl Proc {
             .stderr_line(|l| l.contains(" listening") && l.contains(&tag))
             .await;
         addr_field(&line)
+    }
+
+    /// Waits until the admin API at `admin` answers `/readyz` 200. The
+    /// `admin listening` line comes before the process marks its listeners
+    /// bound, and the first health checks come after, so `/readyz` may
+    /// rightly answer 503 for a while after it: poll, every 20 ms, at most
+    /// `WAIT`.
+    pub async fn ready(&self, admin: &str) {
+        let url = format!("http://{admin}/readyz");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let last = switchyard_testkit::get(&url)
+                .await
+                .map(|r| (r.status, r.body));
+            if matches!(last, Ok((200, _))) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} not 200 within {WAIT:?}, last: {last:?}; stderr:\n{}",
+                self.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends a signal by name (`TERM`, `HUP`).
