@@ -235,7 +235,11 @@ async fn pipelined_requests_are_answered_in_order() {
 async fn until_requests(up: &FakeUpstream, n: usize) {
     let start = Instant::now();
     while up.requests() < n {
-        assert!(start.elapsed() < WAIT, "upstream saw {} of {n} requests", up.requests());
+        assert!(
+            start.elapsed() < WAIT,
+            "upstream saw {} of {n} requests",
+            up.requests()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -402,6 +402,7 @@ pub async fn forward(
                     if let Some(client) = extras.upgrade {
                         target.upstream.status(status);
                         let upstream = hyper::upgrade::on(&mut resp);
+                        mark.set_upgraded();
                         crate::upgrade::tunnel(client, upstream, in_flight, mark, pool);
                         drop(sender);
                         let (parts, _) = resp.into_parts();

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -32,6 +33,9 @@ pub struct ConnState {
     in_flight: AtomicUsize,
     /// A request head carried both Content-Length and Transfer-Encoding.
     pub smuggling: AtomicBool,
+    /// The connection was handed to an Upgrade (WebSocket) tunnel: its
+    /// write shutdowns are half-closes that must reach the client.
+    upgraded: AtomicBool,
 }
 
 impl ConnState {
@@ -49,6 +53,13 @@ impl ConnState {
 /// Releases one in-flight mark on drop (when the response body is done).
 #[derive(Debug)]
 pub struct RequestMark(Arc<ConnState>);
+
+impl RequestMark {
+    /// The request's connection becomes an Upgrade tunnel.
+    pub fn set_upgraded(&self) {
+        self.0.upgraded.store(true, Ordering::Relaxed);
+    }
+}
 
 impl Drop for RequestMark {
     fn drop(&mut self) {
@@ -81,10 +92,28 @@ pub struct GuardedIo<T> {
     /// No request has completed its head yet on this connection.
     first: bool,
     head_started: Instant,
+    /// Bytes of the first read not yet handed on (see `poll_read`).
+    early: Option<BytesMut>,
+    /// Plain TCP: hyper's final `poll_shutdown` is skipped (see there).
+    plain_tcp: bool,
 }
 
+/// Size of the first read from a new connection. hyper-util's protocol
+/// detection reads the first 24 bytes (the h2 preface's length) and hyper
+/// then reads the rest of the head: two `recvfrom` calls per connection.
+/// One read this large takes a whole typical request head at once; the
+/// extra bytes are handed on from memory.
+const FIRST_READ: usize = 4096;
+
 impl<T> GuardedIo<T> {
-    pub fn new(inner: T, state: Arc<ConnState>, header_read: Duration, idle: Duration) -> Self {
+    /// `plain_tcp`: `inner` is the client's TCP socket itself (no TLS).
+    pub fn new(
+        inner: T,
+        state: Arc<ConnState>,
+        header_read: Duration,
+        idle: Duration,
+        plain_tcp: bool,
+    ) -> Self {
         let now = Instant::now();
         GuardedIo {
             inner,
@@ -99,6 +128,8 @@ impl<T> GuardedIo<T> {
             idle,
             first: true,
             head_started: now,
+            early: None,
+            plain_tcp,
         }
     }
 
@@ -171,6 +202,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(early) = this.early.as_mut() {
+            // Already seen by `on_bytes` when they were read.
+            let n = early.len().min(buf.remaining());
+            buf.put_slice(&early.split_to(n));
+            if early.is_empty() {
+                this.early = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if this.first && buf.remaining() < FIRST_READ {
+            return this.poll_first_read(cx, buf);
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -182,6 +225,38 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match this.poll_deadline(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> GuardedIo<T> {
+    /// A small read while the first head is awaited: reads `FIRST_READ`
+    /// bytes, hands on what fits and keeps the rest in `early`.
+    fn poll_first_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut chunk = [0u8; FIRST_READ];
+        let mut rb = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let got = rb.filled();
+                if !got.is_empty() {
+                    self.on_bytes(got);
+                }
+                let n = got.len().min(buf.remaining());
+                buf.put_slice(&got[..n]);
+                if n < got.len() {
+                    self.early = Some(BytesMut::from(&got[n..]));
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match self.poll_deadline(cx) {
                 Poll::Ready(e) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             },
@@ -203,7 +278,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        // hyper shuts the write side down just before it drops the
+        // connection, whose close sends the same FIN: on plain TCP that is a
+        // syscall per closed connection for nothing. TLS needs it (it sends
+        // close_notify), and so does an Upgrade tunnel (a half-close).
+        if this.plain_tcp && !this.state.upgraded.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -216,5 +299,92 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A client socket that has `data` waiting and counts the calls.
+    #[derive(Default)]
+    struct Mock {
+        data: Vec<u8>,
+        pos: usize,
+        reads: usize,
+        shutdowns: usize,
+    }
+
+    impl AsyncRead for Mock {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.reads += 1;
+            let n = (self.data.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.data[start..start + n]);
+            self.pos += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Mock {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shutdowns += 1;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn guarded(data: &[u8], plain_tcp: bool) -> (GuardedIo<Mock>, Arc<ConnState>) {
+        let state = Arc::new(ConnState::default());
+        let mock = Mock {
+            data: data.to_vec(),
+            ..Mock::default()
+        };
+        let secs = Duration::from_secs(10);
+        let io = GuardedIo::new(mock, Arc::clone(&state), secs, secs, plain_tcp);
+        (io, state)
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_s_head_is_read_from_the_socket_once() {
+        let head = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(300));
+        let (mut io, _) = guarded(head.as_bytes(), true);
+        // As hyper-util's protocol detection, then hyper: 24 bytes, then more.
+        let mut first = [0u8; 24];
+        io.read_exact(&mut first).await.unwrap();
+        let mut rest = vec![0u8; head.len() - 24];
+        io.read_exact(&mut rest).await.unwrap();
+        assert_eq!([&first[..], &rest[..]].concat(), head.as_bytes());
+        assert_eq!(io.inner.reads, 1, "the head took more than one socket read");
+        // Seen once by the framing tracker: one whole head, no smuggling.
+        assert!(!io.first);
+        assert!(!io.framing.head_in_progress());
+    }
+
+    #[tokio::test]
+    async fn plain_tcp_skips_the_final_shutdown_but_tunnels_and_tls_keep_it() {
+        let (mut io, state) = guarded(b"", true);
+        io.shutdown().await.unwrap();
+        assert_eq!(io.inner.shutdowns, 0, "close sends the FIN");
+        state.begin().set_upgraded();
+        io.shutdown().await.unwrap();
+        assert_eq!(io.inner.shutdowns, 1, "a tunnel's half-close must go out");
+        let (mut tls, _) = guarded(b"", false);
+        tls.shutdown().await.unwrap();
+        assert_eq!(tls.inner.shutdowns, 1, "TLS sends close_notify");
     }
 }

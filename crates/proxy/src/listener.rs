@@ -208,7 +208,8 @@ pub fn spawn_http(
                     match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             handshakes.record(true);
-                            let io = TokioIo::new(GuardedIo::new(tls, state, header_read, idle));
+                            let io =
+                                TokioIo::new(GuardedIo::new(tls, state, header_read, idle, false));
                             let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
                             if let Err(e) = watcher.watch(conn).await {
                                 tracing::debug!(error = %e, "client connection ended with an error");
@@ -228,7 +229,7 @@ pub fn spawn_http(
                 });
                 continue;
             }
-            let io = TokioIo::new(GuardedIo::new(stream, state, header_read, idle));
+            let io = TokioIo::new(GuardedIo::new(stream, state, header_read, idle, true));
             let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
             let conn = graceful.watch(conn);
             let active = active.clone();
