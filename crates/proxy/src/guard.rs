@@ -98,12 +98,13 @@ pub struct GuardedIo<T> {
     plain_tcp: bool,
 }
 
-/// Size of the first read from a new connection. hyper-util's protocol
-/// detection reads the first 24 bytes (the h2 preface's length) and hyper
-/// then reads the rest of the head: two `recvfrom` calls per connection.
-/// One read this large takes a whole typical request head at once; the
-/// extra bytes are handed on from memory.
+/// Size of the first read from a new connection: one read this large
+/// takes a whole typical request head, which `sniff_h2` keeps and hands
+/// on to hyper from memory.
 const FIRST_READ: usize = 4096;
+
+/// What an HTTP/2 prior-knowledge client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl<T> GuardedIo<T> {
     /// `plain_tcp`: `inner` is the client's TCP socket itself (no TLS).
@@ -211,9 +212,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
             }
             return Poll::Ready(Ok(()));
         }
-        if this.first && buf.remaining() < FIRST_READ {
-            return this.poll_first_read(cx, buf);
-        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -233,34 +231,45 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> GuardedIo<T> {
-    /// A small read while the first head is awaited: reads `FIRST_READ`
-    /// bytes, hands on what fits and keeps the rest in `early`.
-    fn poll_first_read(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let mut chunk = [0u8; FIRST_READ];
-        let mut rb = ReadBuf::new(&mut chunk);
-        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let got = rb.filled();
-                if !got.is_empty() {
-                    self.on_bytes(got);
-                }
-                let n = got.len().min(buf.remaining());
-                buf.put_slice(&got[..n]);
-                if n < got.len() {
-                    self.early = Some(BytesMut::from(&got[n..]));
-                }
-                Poll::Ready(Ok(()))
+    /// Reads the start of a new connection to tell HTTP/2 prior knowledge
+    /// (the h2 preface) from HTTP/1.1: `Some(true)` for h2, `None` if the
+    /// client closed before sending anything. The bytes read stay here and
+    /// are hyper's first read, so a typical head costs one socket read (as
+    /// opposed to hyper-util's detection: 24 bytes, then the rest).
+    pub async fn sniff_h2(&mut self) -> io::Result<Option<bool>> {
+        std::future::poll_fn(|cx| loop {
+            let have = self.early.as_ref().map_or(&[][..], |e| &e[..]);
+            let n = have.len().min(H2_PREFACE.len());
+            if have[..n] != H2_PREFACE[..n] {
+                return Poll::Ready(Ok(Some(false)));
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match self.poll_deadline(cx) {
-                Poll::Ready(e) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+            if n == H2_PREFACE.len() {
+                return Poll::Ready(Ok(Some(true)));
+            }
+            let mut chunk = [0u8; FIRST_READ];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    // EOF: whatever came is hyper's to judge.
+                    return Poll::Ready(Ok(self.early.as_ref().map(|_| false)));
+                }
+                Poll::Ready(Ok(())) => {
+                    let got = rb.filled();
+                    self.on_bytes(got);
+                    self.early
+                        .get_or_insert_with(|| BytesMut::with_capacity(got.len()))
+                        .extend_from_slice(got);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    return match self.poll_deadline(cx) {
+                        Poll::Ready(e) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+            }
+        })
+        .await
     }
 }
 
@@ -314,6 +323,8 @@ mod tests {
         pos: usize,
         reads: usize,
         shutdowns: usize,
+        /// Bytes per read at most (0: no limit).
+        max_read: usize,
     }
 
     impl AsyncRead for Mock {
@@ -323,7 +334,10 @@ mod tests {
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
             self.reads += 1;
-            let n = (self.data.len() - self.pos).min(buf.remaining());
+            let mut n = (self.data.len() - self.pos).min(buf.remaining());
+            if self.max_read > 0 {
+                n = n.min(self.max_read);
+            }
             let start = self.pos;
             buf.put_slice(&self.data[start..start + n]);
             self.pos += n;
@@ -363,16 +377,33 @@ mod tests {
     async fn a_new_connection_s_head_is_read_from_the_socket_once() {
         let head = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(300));
         let (mut io, _) = guarded(head.as_bytes(), true);
-        // As hyper-util's protocol detection, then hyper: 24 bytes, then more.
-        let mut first = [0u8; 24];
-        io.read_exact(&mut first).await.unwrap();
-        let mut rest = vec![0u8; head.len() - 24];
-        io.read_exact(&mut rest).await.unwrap();
-        assert_eq!([&first[..], &rest[..]].concat(), head.as_bytes());
+        assert_eq!(io.sniff_h2().await.unwrap(), Some(false));
+        // hyper's first read gets the whole head from memory.
+        let mut got = vec![0u8; 8192];
+        let n = io.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], head.as_bytes());
         assert_eq!(io.inner.reads, 1, "the head took more than one socket read");
-        // Seen once by the framing tracker: one whole head, no smuggling.
+        // Seen once by the framing tracker: one whole head.
         assert!(!io.first);
         assert!(!io.framing.head_in_progress());
+    }
+
+    #[tokio::test]
+    async fn the_h2_preface_is_recognised_even_in_pieces() {
+        let mut bytes = H2_PREFACE.to_vec();
+        bytes.extend_from_slice(b"\0\0\0\x04\0\0\0\0\0");
+        let (mut io, _) = guarded(&bytes, true);
+        io.inner.max_read = 5;
+        assert_eq!(io.sniff_h2().await.unwrap(), Some(true));
+        let mut got = Vec::new();
+        io.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, bytes, "bytes lost or repeated");
+        // An empty connection: nothing to serve.
+        let (mut empty, _) = guarded(b"", true);
+        assert_eq!(empty.sniff_h2().await.unwrap(), None);
+        // A short non-h2 start is HTTP/1.1's to judge.
+        let (mut short, _) = guarded(b"GET", true);
+        assert_eq!(short.sniff_h2().await.unwrap(), Some(false));
     }
 
     #[tokio::test]

@@ -5,16 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hyper::service::service_fn;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use switchyard_config::Listener;
 use switchyard_routing::Snapshot;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::body::ProxyBody;
 use crate::guard::{ConnState, GuardedIo};
 use crate::headers::ClientInfo;
 use crate::service::{handle, ConnCtx};
@@ -96,19 +98,89 @@ impl ListenerHandle {
     }
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        // Our GuardedIo runs header_read and idle separately.
-        .header_read_timeout(None)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS);
-    b
+/// The HTTP/1.1 and HTTP/2 server settings every client connection uses.
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new() -> Builders {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // Our GuardedIo runs header_read and idle separately.
+            .header_read_timeout(None)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_headers(MAX_HEADERS)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_H2_STREAMS);
+        Builders { h1, h2 }
+    }
+}
+
+/// Resolves once the listener is told to stop; never if its handle is
+/// gone without a stop (as hyper-util's graceful watcher).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await.
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Serves one client connection until it ends: HTTP/2 when TLS
+/// negotiated `h2` or the client opens with the h2 preface, else
+/// HTTP/1.1 (with Upgrade). When `stop` turns true the connection is
+/// asked to finish gracefully (HTTP/1: close after the current response;
+/// HTTP/2: GOAWAY). Our own protocol detection instead of hyper-util's
+/// `auto`: see `GuardedIo::sniff_h2`.
+async fn serve_client<T, S>(
+    mut io: GuardedIo<T>,
+    svc: S,
+    builders: &Builders,
+    alpn_h2: bool,
+    mut stop: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = ProxyBody> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let h2 = alpn_h2
+        || match io.sniff_h2().await {
+            Ok(Some(h2)) => h2,
+            // Closed before a byte: nothing to serve.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "client connection ended before a request");
+                return;
+            }
+        };
+    let io = TokioIo::new(io);
+    // One shape for both protocols: run, or on stop shut down gracefully
+    // and run to the end.
+    macro_rules! gracefully {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                () = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }};
+    }
+    let result = if h2 {
+        gracefully!(builders.h2.serve_connection(io, svc))
+    } else {
+        gracefully!(builders.h1.serve_connection(io, svc).with_upgrades())
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
 }
 
 /// The next client connection with its place under `max_connections`, or
@@ -152,7 +224,7 @@ pub fn spawn_http(
     let retired: Arc<ArcSwapOption<Snapshot>> = Arc::new(ArcSwapOption::empty());
     let task_retired = Arc::clone(&retired);
     let fallback = spec.timeouts.clone();
-    let builder = Arc::new(builder());
+    let builders = Arc::new(Builders::new());
     let active = metrics::gauge!("switchyard_connections_active", "listener" => spec.name.clone());
     let total = metrics::counter!("switchyard_connections_total", "listener" => spec.name.clone());
     let task_name = Arc::clone(&name);
@@ -162,7 +234,9 @@ pub fn spawn_http(
     let scheme: &'static str = if https { "https" } else { "http" };
     let handshakes = Arc::new(crate::tls::HandshakeMetrics::new(&spec.name));
     let task = tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
+        // Every connection task holds a receiver; `closed` below waits
+        // for the last one to end.
+        let (tracker, tracked) = watch::channel(());
         loop {
             let Some((stream, peer, permit)) =
                 accept_next(&listener, &task_limit, &mut stop_rx, &task_name).await
@@ -197,23 +271,22 @@ pub fn spawn_http(
                     active.decrement(1.0);
                     continue;
                 };
-                let (watcher, builder, active, handshakes) = (
-                    graceful.watcher(),
-                    Arc::clone(&builder),
+                let (builders, active, handshakes, stop) = (
+                    Arc::clone(&builders),
                     active.clone(),
                     Arc::clone(&handshakes),
+                    stop_rx.clone(),
                 );
+                let tracked = tracked.clone();
                 tokio::spawn(async move {
+                    let _tracked = tracked;
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             handshakes.record(true);
-                            let io =
-                                TokioIo::new(GuardedIo::new(tls, state, header_read, idle, false));
-                            let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(error = %e, "client connection ended with an error");
-                            }
+                            let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let io = GuardedIo::new(tls, state, header_read, idle, false);
+                            serve_client(io, svc, &builders, alpn_h2, stop).await;
                         }
                         Ok(Err(e)) => {
                             handshakes.record(false);
@@ -229,21 +302,24 @@ pub fn spawn_http(
                 });
                 continue;
             }
-            let io = TokioIo::new(GuardedIo::new(stream, state, header_read, idle, true));
-            let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-            let conn = graceful.watch(conn);
-            let active = active.clone();
+            let io = GuardedIo::new(stream, state, header_read, idle, true);
+            let (builders, active, stop, tracked) = (
+                Arc::clone(&builders),
+                active.clone(),
+                stop_rx.clone(),
+                tracked.clone(),
+            );
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "client connection ended with an error");
-                }
+                let _tracked = tracked;
+                serve_client(io, svc, &builders, false, stop).await;
                 active.decrement(1.0);
                 drop(permit);
             });
         }
         // Stop accepting first, then let connections finish.
         drop(listener);
-        graceful.shutdown().await;
+        drop(tracked);
+        tracker.closed().await;
     });
     Ok(ListenerHandle {
         name: spec.name.clone(),
