@@ -78,6 +78,33 @@ async fn idle_client_connections_do_not_hold_shutdown() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sent_nothing_does_not_hold_shutdown() {
+    let up = FakeUpstream::builder("up").start().await;
+    // Long header_read: only shutdown can close the silent connection.
+    let lb = Cfg::new()
+        .listener_with(
+            "web",
+            "timeouts: { header_read: 60s, idle: 60s }",
+            "- name: all\n  forward: { target_group: g }",
+        )
+        .group(switchyard_tests::Group::new("g", &[up.addr()]))
+        .start()
+        .await;
+    let mut silent = RawConn::connect(lb.listen_addr()).await;
+    // Served alongside: the listener has accepted (and is serving) both.
+    let mut other = RawConn::connect(lb.listen_addr()).await;
+    other.send(&raw_get("/")).await;
+    assert_eq!(other.response(WAIT).await.unwrap().status, 200);
+
+    let started = Instant::now();
+    tokio::time::timeout(WAIT, lb.shutdown())
+        .await
+        .expect("shutdown waited on a connection that sent nothing");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    silent.closed_within(WAIT).await.unwrap();
+}
+
+#[tokio::test]
 async fn shutdown_timeout_bounds_the_wait_for_long_requests() {
     let up = FakeUpstream::builder("up").start().await;
     let lb = Cfg::simple(&[up.addr()])

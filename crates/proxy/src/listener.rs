@@ -147,16 +147,25 @@ async fn serve_client<T, S>(
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let h2 = alpn_h2
-        || match io.sniff_h2().await {
-            Ok(Some(h2)) => h2,
-            // Closed before a byte: nothing to serve.
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "client connection ended before a request");
-                return;
-            }
-        };
+    let sniffed = if alpn_h2 {
+        Ok(Some(true))
+    } else {
+        // A client that connected and sent nothing must not hold up a
+        // graceful stop until its header_read timeout.
+        tokio::select! {
+            r = io.sniff_h2() => r,
+            () = stopped(&mut stop) => return,
+        }
+    };
+    let h2 = match sniffed {
+        Ok(Some(h2)) => h2,
+        // Closed before a byte: nothing to serve.
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "client connection ended before a request");
+            return;
+        }
+    };
     let io = TokioIo::new(io);
     // One shape for both protocols: run, or on stop shut down gracefully
     // and run to the end.
