@@ -17,6 +17,19 @@ async fn refused(addr: SocketAddr) -> bool {
     )
 }
 
+/// One listener forwarding everything to `up`, with `timeouts` (YAML).
+async fn with_timeouts(timeouts: &str, up: &FakeUpstream) -> switchyard::Running {
+    Cfg::new()
+        .listener_with(
+            "web",
+            timeouts,
+            "- name: all\n  forward: { target_group: g }",
+        )
+        .group(switchyard_tests::Group::new("g", &[up.addr()]))
+        .start()
+        .await
+}
+
 async fn readyz(url: &str) -> Option<u16> {
     get(url).await.ok().map(|r| r.status)
 }
@@ -56,15 +69,7 @@ async fn in_flight_request_finishes_while_readyz_turns_503_and_accepting_stops()
 async fn idle_client_connections_do_not_hold_shutdown() {
     let up = FakeUpstream::builder("up").start().await;
     // Long idle timeout: only shutdown can close the idle connection.
-    let lb = Cfg::new()
-        .listener_with(
-            "web",
-            "timeouts: { idle: 60s }",
-            "- name: all\n  forward: { target_group: g }",
-        )
-        .group(switchyard_tests::Group::new("g", &[up.addr()]))
-        .start()
-        .await;
+    let lb = with_timeouts("timeouts: { idle: 60s }", &up).await;
     let mut conn = RawConn::connect(lb.listen_addr()).await;
     conn.send(&raw_get("/")).await;
     assert_eq!(conn.response(WAIT).await.unwrap().status, 200);
@@ -81,15 +86,7 @@ async fn idle_client_connections_do_not_hold_shutdown() {
 async fn a_connection_that_sent_nothing_does_not_hold_shutdown() {
     let up = FakeUpstream::builder("up").start().await;
     // Long header_read: only shutdown can close the silent connection.
-    let lb = Cfg::new()
-        .listener_with(
-            "web",
-            "timeouts: { header_read: 60s, idle: 60s }",
-            "- name: all\n  forward: { target_group: g }",
-        )
-        .group(switchyard_tests::Group::new("g", &[up.addr()]))
-        .start()
-        .await;
+    let lb = with_timeouts("timeouts: { header_read: 60s, idle: 60s }", &up).await;
     let mut silent = RawConn::connect(lb.listen_addr()).await;
     // Served alongside: the listener has accepted (and is serving) both.
     let mut other = RawConn::connect(lb.listen_addr()).await;
