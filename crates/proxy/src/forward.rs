@@ -87,26 +87,43 @@ enum Outcome {
     TimedOut,
 }
 
-/// A request at the upstream whose answer has not come yet. Dropped in
-/// that state (the client went away, and hyper dropped our future), it
-/// hands the exchange to `pool::linger` so the connection can be pooled.
+/// A request at the upstream whose answer has not come yet, with its
+/// connection. Dropped in that state (the client went away, and hyper
+/// dropped our future), it hands both to `pool::linger` so the connection
+/// can be pooled; `settle` takes them back once the answer is in.
 struct Pending<'a> {
-    answer: Option<ResponseFuture>,
-    sender: Option<Sender>,
+    exchange: Option<(ResponseFuture, Sender)>,
     target: &'a Arc<Target>,
     linger: Duration,
 }
 
+impl Pending<'_> {
+    /// Waits for the answer until `deadline`. Settled either way: a timed
+    /// out connection closes (the upstream is too slow to keep).
+    async fn settle(&mut self, deadline: tokio::time::Instant) -> Outcome {
+        let Some((answer, _)) = self.exchange.as_mut() else {
+            return Outcome::Failed("exchange already settled".into());
+        };
+        let answered = tokio::time::timeout_at(deadline, answer).await;
+        let Some((_, sender)) = self.exchange.take() else {
+            return Outcome::Failed("exchange already settled".into());
+        };
+        match answered {
+            Err(_) => Outcome::TimedOut,
+            Ok(Ok(resp)) => Outcome::Response(resp, sender),
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(req) => Outcome::Unsent(req),
+                None => Outcome::Failed(e.into_error().to_string()),
+            },
+        }
+    }
+}
+
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        if let (Some(answer), Some(sender)) = (self.answer.take(), self.sender.take()) {
-            pool::linger(
-                Arc::clone(self.target),
-                sender,
-                Some(answer),
-                None,
-                self.linger,
-            );
+        if let Some((answer, sender)) = self.exchange.take() {
+            let target = Arc::clone(self.target);
+            pool::linger(target, sender, Some(answer), None, self.linger);
         }
     }
 }
@@ -126,28 +143,11 @@ async fn send(
     }
     let answer = sender.try_send(req);
     let mut pending = Pending {
-        answer: Some(answer),
-        sender: Some(sender),
+        exchange: Some((answer, sender)),
         target,
         linger: timeout,
     };
-    let Some(answer) = pending.answer.as_mut() else {
-        return Outcome::TimedOut;
-    };
-    let answered = tokio::time::timeout_at(deadline, answer).await;
-    // Answered, failed or timed out: nothing left to linger for (a timed
-    // out connection closes: the upstream is too slow to keep).
-    pending.answer = None;
-    let sender = pending.sender.take();
-    match (answered, sender) {
-        (Err(_), _) => Outcome::TimedOut,
-        (Ok(Ok(resp)), Some(sender)) => Outcome::Response(resp, sender),
-        (Ok(Ok(_)), None) => Outcome::Failed("connection lost".into()),
-        (Ok(Err(mut e)), _) => match e.take_message() {
-            Some(req) => Outcome::Unsent(req),
-            None => Outcome::Failed(e.into_error().to_string()),
-        },
-    }
+    pending.settle(deadline).await
 }
 
 /// Shapes a request for the group's upstream protocol: HTTP/1.1 keeps
