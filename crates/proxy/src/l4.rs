@@ -188,6 +188,8 @@ async fn connection(
     permit: OwnedSemaphorePermit,
 ) {
     let _permit = permit;
+    // Linux: inherited from the listening socket (see `listener::bind`).
+    #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
     ctx.metrics.total.increment(1);
     ctx.metrics.active.increment(1.0);

@@ -29,7 +29,9 @@ pub const MAX_HEADERS: usize = 128;
 /// Concurrent HTTP/2 streams per client connection.
 pub const MAX_H2_STREAMS: u32 = 256;
 
-/// Binds `addr` with SO_REUSEADDR (restarts do not wait out TIME_WAIT).
+/// Binds `addr` with SO_REUSEADDR (restarts do not wait out TIME_WAIT)
+/// and TCP_NODELAY, which on Linux every accepted connection inherits:
+/// listeners for `spawn_http` and L4 should come from here.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -252,6 +254,9 @@ pub fn spawn_http(
             else {
                 break;
             };
+            // Linux: accepted sockets inherit TCP_NODELAY from the
+            // listening socket (`bind` sets it): no syscall per connection.
+            #[cfg(not(target_os = "linux"))]
             let _ = stream.set_nodelay(true);
             // Timeouts come from the current config: a reload applies them
             // to new connections.
@@ -361,5 +366,21 @@ pub(crate) fn l4_handle(
         // L4 connections pick their target once, at accept: nothing reads
         // the retired snapshot.
         retired: Arc::new(ArcSwapOption::empty()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The accept loops rely on it instead of a setsockopt per connection.
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_from_bind() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (server_side, _) = accepted.unwrap();
+        assert!(server_side.nodelay().unwrap(), "TCP_NODELAY not inherited");
+        drop(client);
     }
 }
