@@ -38,9 +38,47 @@ pub mod __private {
 
 /// Listener plumbing shared by the fakes.
 mod listen {
+    use std::future::Future;
     use std::io;
     use std::net::SocketAddr;
-    use tokio::net::{TcpListener, TcpSocket};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::time::Duration;
+    use tokio::net::{TcpListener, TcpSocket, TcpStream};
+    use tokio::sync::oneshot;
+    use tokio::task::JoinSet;
+
+    /// Accepts until told to stop (or the handle is dropped), counting
+    /// connections in `connections` and serving each with `serve`; then
+    /// closes the listener and aborts every connection task, waiting for
+    /// them so their sockets are closed when the caller's `stop` returns.
+    pub(crate) async fn accept_loop<F, Fut>(
+        listener: TcpListener,
+        connections: &AtomicUsize,
+        mut stop_rx: oneshot::Receiver<()>,
+        mut serve: F,
+    ) where
+        F: FnMut(TcpStream) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop_rx => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        connections.fetch_add(1, Relaxed);
+                        conns.spawn(serve(stream));
+                    }
+                    // Out of descriptors or similar: back off instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                },
+            }
+        }
+        drop(listener);
+        conns.shutdown().await;
+    }
 
     /// Binds a listener with `SO_REUSEADDR`, so a stopped fake can listen
     /// again on the same port while old connections sit in `TIME_WAIT`.

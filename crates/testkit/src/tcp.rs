@@ -3,11 +3,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// A TCP server on `127.0.0.1:<ephemeral>` that writes back every byte it
 /// reads, and closes its side once the client has closed its write side.
@@ -35,7 +34,10 @@ impl TcpEcho {
             .unwrap_or_else(|e| panic!("testkit: no local address: {e}"));
         let connections = Arc::new(AtomicUsize::new(0));
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, connections.clone(), stop_rx));
+        let task = tokio::spawn({
+            let connections = connections.clone();
+            async move { crate::listen::accept_loop(listener, &connections, stop_rx, echo).await }
+        });
         TcpEcho {
             addr,
             connections,
@@ -61,31 +63,6 @@ impl TcpEcho {
             let _ = task.await;
         }
     }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    connections: Arc<AtomicUsize>,
-    mut stop_rx: oneshot::Receiver<()>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop_rx => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.fetch_add(1, Relaxed);
-                    conns.spawn(echo(stream));
-                }
-                // Out of descriptors or similar: back off instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-        }
-    }
-    drop(listener);
-    conns.shutdown().await;
 }
 
 /// Copies until the client half-closes or the connection fails; errors just

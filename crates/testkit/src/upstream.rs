@@ -29,7 +29,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Notify};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use crate::listen::bind_reuse;
 
@@ -383,7 +383,13 @@ struct Running {
 impl Running {
     fn spawn(listener: TcpListener, shared: Arc<Shared>) -> Self {
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, shared, stop_rx));
+        let task = tokio::spawn(async move {
+            let counter = Arc::clone(&shared);
+            crate::listen::accept_loop(listener, &counter.connections, stop_rx, |stream| {
+                serve_connection(stream, Arc::clone(&shared))
+            })
+            .await
+        });
         Running { stop_tx, task }
     }
 
@@ -393,34 +399,6 @@ impl Running {
         let _ = self.stop_tx.send(());
         let _ = self.task.await;
     }
-}
-
-/// Accepts until told to stop (or the handle is dropped), then closes the
-/// listener and aborts every connection task, waiting for them to finish so
-/// their sockets are closed when `stop` returns.
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stop_rx: oneshot::Receiver<()>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop_rx => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    shared.connections.fetch_add(1, Relaxed);
-                    conns.spawn(serve_connection(stream, shared.clone()));
-                }
-                // Out of descriptors or similar: back off instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-        }
-    }
-    drop(listener);
-    conns.shutdown().await;
 }
 
 /// Per-connection controls the request handler can pull.
