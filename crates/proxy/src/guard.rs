@@ -246,8 +246,9 @@ impl<T: AsyncRead + Unpin> GuardedIo<T> {
             if n == H2_PREFACE.len() {
                 return Poll::Ready(Ok(Some(true)));
             }
-            let mut chunk = [0u8; FIRST_READ];
-            let mut rb = ReadBuf::new(&mut chunk);
+            // Uninitialised: no 4 KiB memset per connection.
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut rb = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => {
                     // EOF: whatever came is hyper's to judge.
