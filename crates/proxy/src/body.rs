@@ -10,7 +10,10 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use switchyard_routing::InFlight;
 
 use crate::guard::RequestMark;
-use crate::pool::{self, Sender};
+use crate::pool::{self, Sender, UpBody};
+
+/// Errors of a body streamed downstream.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the proxy answers downstream: a fixed body, or an upstream's body
 /// streamed through with whatever must live as long as it (the pooled
@@ -27,8 +30,7 @@ pub enum ProxyBody {
 /// target's and the client connection's in-flight marks end with it.
 pub struct UpstreamBody {
     /// `None` only once handed to `linger` on drop.
-    body: Option<Incoming>,
-    sender: Option<Sender>,
+    body: Option<UpBody>,
     in_flight: InFlight,
     _mark: RequestMark,
     done: bool,
@@ -37,28 +39,33 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub fn new(
-        body: Incoming,
-        sender: Sender,
-        in_flight: InFlight,
-        mark: RequestMark,
-        linger: Duration,
-    ) -> Self {
-        let done = body.is_end_stream();
-        UpstreamBody {
+    pub fn new(body: UpBody, in_flight: InFlight, mark: RequestMark, linger: Duration) -> Self {
+        let mut up = UpstreamBody {
             body: Some(body),
-            sender: Some(sender),
             in_flight,
             _mark: mark,
-            done,
+            done: false,
             linger,
+        };
+        up.done = up.is_end_stream();
+        up
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.body {
+            Some(UpBody::H1(b)) => b.is_end_stream(),
+            Some(UpBody::H2(b)) => b.is_end_stream(),
+            None => true,
         }
     }
 
+    /// Read to the end: an HTTP/1.1 connection goes back to the pool.
     fn finish(&mut self) {
         self.done = true;
-        if let Some(sender) = self.sender.take() {
-            pool::release(self.in_flight.target(), sender);
+        if let Some(UpBody::H1(b)) = self.body.as_mut() {
+            if let Some(conn) = b.take_conn() {
+                pool::release(self.in_flight.target(), Sender::H1(conn));
+            }
         }
     }
 }
@@ -67,9 +74,9 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if self.done {
             self.finish();
-        } else if let (Some(sender), Some(body)) = (self.sender.take(), self.body.take()) {
+        } else if let Some(UpBody::H1(body)) = self.body.take() {
             let target = Arc::clone(self.in_flight.target());
-            pool::linger(target, sender, None, Some(body), self.linger);
+            pool::linger(target, None, Some(body), self.linger);
         }
     }
 }
@@ -86,27 +93,25 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(up) => {
-                let Some(body) = up.body.as_mut() else {
-                    return Poll::Ready(None);
+                let polled = match up.body.as_mut() {
+                    None => return Poll::Ready(None),
+                    Some(UpBody::H1(b)) => b.poll_frame(cx).map_err(BodyError::from),
+                    Some(UpBody::H2(b)) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
                 };
-                let polled = Pin::new(body).poll_frame(cx);
-                let end = up.body.as_ref().is_none_or(|b| b.is_end_stream());
+                // A broken body never gives its connection back (`take_conn`
+                // refuses one not read to its end).
                 match &polled {
                     Poll::Ready(None) => up.finish(),
-                    Poll::Ready(Some(Ok(_))) if end => up.finish(),
-                    Poll::Ready(Some(Err(_))) => {
-                        // Broken mid-body: never reuse this connection.
-                        up.sender = None;
-                    }
+                    Poll::Ready(Some(Ok(_))) if up.is_end_stream() => up.finish(),
                     _ => {}
                 }
                 polled
@@ -117,7 +122,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Upstream(up) => up.body.as_ref().is_none_or(|b| b.is_end_stream()),
+            ProxyBody::Upstream(up) => up.is_end_stream(),
         }
     }
 
@@ -125,10 +130,11 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Upstream(up) => up
-                .body
-                .as_ref()
-                .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
+            ProxyBody::Upstream(up) => match &up.body {
+                Some(UpBody::H1(b)) => b.size_hint(),
+                Some(UpBody::H2(b)) => b.size_hint(),
+                None => SizeHint::with_exact(0),
+            },
         }
     }
 }
@@ -138,6 +144,18 @@ impl Body for ProxyBody {
 pub enum RequestBody {
     Client(Incoming),
     Empty,
+    /// A body made in a unit test (an `Incoming` cannot be).
+    #[cfg(test)]
+    Test(Pin<Box<dyn Body<Data = Bytes, Error = std::convert::Infallible> + Send>>),
+}
+
+#[cfg(test)]
+impl RequestBody {
+    pub fn from_test(
+        b: impl Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
+    ) -> Self {
+        RequestBody::Test(Box::pin(b))
+    }
 }
 
 impl Body for RequestBody {
@@ -151,6 +169,12 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
+            #[cfg(test)]
+            RequestBody::Test(b) => b
+                .as_mut()
+                .poll_frame(cx)
+                .map_ok(|f| f)
+                .map_err(|e| match e {}),
         }
     }
 
@@ -158,6 +182,8 @@ impl Body for RequestBody {
         match self {
             RequestBody::Client(b) => b.is_end_stream(),
             RequestBody::Empty => true,
+            #[cfg(test)]
+            RequestBody::Test(b) => b.is_end_stream(),
         }
     }
 
@@ -165,6 +191,8 @@ impl Body for RequestBody {
         match self {
             RequestBody::Client(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
+            #[cfg(test)]
+            RequestBody::Test(b) => b.size_hint(),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::error::ProxyError;
 use crate::guard::RequestMark;
 use crate::headers::strip_hop_by_hop;
-use crate::pool::{self, Pool, ResponseFuture, Sender};
+use crate::pool::{self, Pool, ResponseFuture, SendError, Sender, UpBody};
 
 /// Attempts at sending on a fresh connection after pooled ones turned out
 /// closed before anything was written; these do not count as retries.
@@ -80,19 +80,20 @@ impl Template {
 }
 
 enum Outcome {
-    Response(Response<Incoming>, Sender),
+    Response(Response<UpBody>),
     /// The connection was closed before the request went out: it is ours again.
     Unsent(Request<RequestBody>),
     Failed(String),
     TimedOut,
 }
 
-/// A request at the upstream whose answer has not come yet, with its
-/// connection. Dropped in that state (the client went away, and hyper
-/// dropped our future), it hands both to `pool::linger` so the connection
-/// can be pooled; `settle` takes them back once the answer is in.
+/// A request at the upstream whose answer has not come yet. Dropped in
+/// that state (the client went away, and hyper dropped our future), an
+/// HTTP/1.1 exchange goes to `pool::linger` so its connection can be
+/// pooled; `settle` takes it back once the answer is in.
 struct Pending<'a> {
-    exchange: Option<(ResponseFuture, Sender)>,
+    exchange: Option<ResponseFuture>,
+    h1: bool,
     target: &'a Arc<Target>,
     linger: Duration,
 }
@@ -101,49 +102,41 @@ impl Pending<'_> {
     /// Waits for the answer until `deadline`. Settled either way: a timed
     /// out connection closes (the upstream is too slow to keep).
     async fn settle(&mut self, deadline: tokio::time::Instant) -> Outcome {
-        let Some((answer, _)) = self.exchange.as_mut() else {
+        let Some(answer) = self.exchange.as_mut() else {
             return Outcome::Failed("exchange already settled".into());
         };
         let answered = tokio::time::timeout_at(deadline, answer).await;
-        let Some((_, sender)) = self.exchange.take() else {
-            return Outcome::Failed("exchange already settled".into());
-        };
+        self.exchange = None;
         match answered {
             Err(_) => Outcome::TimedOut,
-            Ok(Ok(resp)) => Outcome::Response(resp, sender),
-            Ok(Err(mut e)) => match e.take_message() {
-                Some(req) => Outcome::Unsent(req),
-                None => Outcome::Failed(e.into_error().to_string()),
-            },
+            Ok(Ok(resp)) => Outcome::Response(resp),
+            Ok(Err(SendError::Unsent(req))) => Outcome::Unsent(*req),
+            Ok(Err(SendError::Failed(why))) => Outcome::Failed(why),
         }
     }
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        if let Some((answer, sender)) = self.exchange.take() {
-            let target = Arc::clone(self.target);
-            pool::linger(target, sender, Some(answer), None, self.linger);
+        if let Some(answer) = self.exchange.take() {
+            if self.h1 {
+                pool::linger(Arc::clone(self.target), Some(answer), None, self.linger);
+            }
         }
     }
 }
 
 async fn send(
-    mut sender: Sender,
+    sender: Sender,
     req: Request<RequestBody>,
     timeout: Duration,
     target: &Arc<Target>,
 ) -> Outcome {
     let deadline = tokio::time::Instant::now() + timeout;
-    match tokio::time::timeout_at(deadline, sender.ready()).await {
-        Err(_) => return Outcome::TimedOut,
-        // Closed before we wrote anything: the request is still ours.
-        Ok(Err(_)) => return Outcome::Unsent(req),
-        Ok(Ok(())) => {}
-    }
-    let answer = sender.try_send(req);
+    let h1 = matches!(sender, Sender::H1(_));
     let mut pending = Pending {
-        exchange: Some((answer, sender)),
+        exchange: Some(sender.send(req)),
+        h1,
         target,
         linger: timeout,
     };
@@ -396,16 +389,20 @@ pub async fn forward(
                     target: None,
                 };
             }
-            Outcome::Response(mut resp, sender) => {
+            Outcome::Response(resp) => {
                 let status = resp.status().as_u16();
                 if status == 101 {
                     if let Some(client) = extras.upgrade {
                         target.upstream.status(status);
-                        let upstream = hyper::upgrade::on(&mut resp);
-                        mark.set_upgraded();
-                        crate::upgrade::tunnel(client, upstream, in_flight, mark, pool);
-                        drop(sender);
-                        let (parts, _) = resp.into_parts();
+                        let (parts, body) = resp.into_parts();
+                        let upstream = match body {
+                            UpBody::H1(b) => b.into_upgraded(),
+                            UpBody::H2(_) => None,
+                        };
+                        if let Some(upstream) = upstream {
+                            mark.set_upgraded();
+                            crate::upgrade::tunnel(client, upstream, in_flight, mark, pool);
+                        }
                         return Forwarded {
                             result: Ok(Response::from_parts(parts, ProxyBody::empty())),
                             group: g,
@@ -423,7 +420,6 @@ pub async fn forward(
                     stale = 0;
                     snap.groups[g].retries.increment(1);
                     drop(resp);
-                    drop(sender);
                     drop(in_flight);
                     tried.push(target);
                     tokio::time::sleep(backoff(retries.backoff, retry)).await;
@@ -431,7 +427,7 @@ pub async fn forward(
                 }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                let body = UpstreamBody::new(body, sender, in_flight, mark, spec.timeouts.request);
+                let body = UpstreamBody::new(body, in_flight, mark, spec.timeouts.request);
                 return Forwarded {
                     result: Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
                     group: g,

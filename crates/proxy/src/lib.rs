@@ -12,6 +12,7 @@ pub mod error;
 pub mod forward;
 pub mod framing;
 pub mod guard;
+pub mod h1;
 pub mod headers;
 pub mod l4;
 pub mod listener;

@@ -6,8 +6,9 @@
 //! needs what that client hides: connect and send as separate steps (a
 //! connect failure leaves the request in our hands, so retrying it is always
 //! safe, body or not), the request back when a pooled connection turns out
-//! stale before anything was written (`try_send_request`), and per-target
-//! control for draining (close idle connections at once).
+//! stale before anything was written, and per-target control for draining
+//! (close idle connections at once, cut busy ones at the deadline).
+//! HTTP/1.1 connections are our own client's (`h1`), h2c ones hyper's.
 //!
 //! The lock is held only to push or pop one entry.
 
@@ -15,13 +16,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -31,47 +31,61 @@ use tokio::time::Instant;
 use switchyard_routing::{Target, TargetState};
 
 use crate::body::RequestBody;
+use crate::h1;
 
 /// Idle connections kept per target at most; more are closed when returned.
 pub const MAX_IDLE_PER_TARGET: usize = 1024;
 
-/// A connection's sending half, HTTP/1.1 or HTTP/2.
+/// An upstream connection ready for a request: one of ours for HTTP/1.1
+/// (see `h1`), or a handle on the shared h2c connection.
 pub enum Sender {
-    H1(http1::SendRequest<RequestBody>),
+    H1(h1::Conn),
     H2(http2::SendRequest<RequestBody>),
 }
+
+/// An upstream response body: read by us (HTTP/1.1) or by hyper (h2c).
+pub enum UpBody {
+    H1(h1::Body),
+    H2(Incoming),
+}
+
+pub use crate::h1::SendError;
 
 impl Sender {
     pub fn is_closed(&self) -> bool {
         match self {
-            Sender::H1(s) => s.is_closed(),
+            Sender::H1(c) => c.is_closed(),
             Sender::H2(s) => s.is_closed(),
         }
     }
 
-    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+    /// Sends `req`. The future owns the connection, so an exchange the
+    /// client abandons can finish without it (`linger`).
+    pub fn send(self, req: Request<RequestBody>) -> ResponseFuture {
         match self {
-            Sender::H1(s) => s.ready().await,
-            Sender::H2(s) => s.ready().await,
-        }
-    }
-
-    /// Sends `req`; on failure before anything was written the request
-    /// comes back in the error. The future does not borrow the sender, so
-    /// an exchange the client abandons can finish without it (`linger`).
-    pub fn try_send(&mut self, req: Request<RequestBody>) -> ResponseFuture {
-        match self {
-            Sender::H1(s) => Box::pin(s.try_send_request(req)),
-            Sender::H2(s) => Box::pin(s.try_send_request(req)),
+            Sender::H1(conn) => {
+                Box::pin(async move { conn.send(req).await.map(|resp| resp.map(UpBody::H1)) })
+            }
+            Sender::H2(mut s) => Box::pin(async move {
+                // Closed before we wrote anything: the request is still ours.
+                if s.ready().await.is_err() {
+                    return Err(SendError::Unsent(Box::new(req)));
+                }
+                match s.try_send_request(req).await {
+                    Ok(resp) => Ok(resp.map(UpBody::H2)),
+                    Err(mut e) => Err(match e.take_message() {
+                        Some(req) => SendError::Unsent(Box::new(req)),
+                        None => SendError::Failed(e.into_error().to_string()),
+                    }),
+                }
+            }),
         }
     }
 }
 
 /// An upstream's answer on its way (boxed: one small allocation per
 /// request buys an exchange that can outlive its client, see `linger`).
-pub type ResponseFuture = Pin<
-    Box<dyn Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>> + Send>,
->;
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<UpBody>, SendError>> + Send>>;
 
 /// Body bytes of an abandoned response read to keep its connection; a
 /// longer body closes the connection instead (cheaper than reading it).
@@ -90,24 +104,20 @@ pub fn release(target: &Target, sender: Sender) {
 }
 
 /// The client went away in the middle of an HTTP/1.1 exchange: before the
-/// answer (`head`) or during its body. Dropping the exchange would make
-/// hyper close the upstream connection (its state unknown), so a burst of
-/// client aborts (a load tool stopping, a balancer in front restarting)
-/// would cost as many reconnects. Instead the rest of the answer is read
-/// in the background and discarded, and the connection pooled, within
-/// `limit` and `LINGER_BYTES`; beyond either the connection closes. Only
-/// this abort path spawns a task. h2c needs none of this: the stream is
-/// reset and the connection lives on.
+/// answer (`head`) or during its body. Dropping the exchange would close
+/// the upstream connection (its state unknown), so a burst of client
+/// aborts (a load tool stopping, a balancer in front restarting) would
+/// cost as many reconnects. Instead the rest of the answer is read in the
+/// background and discarded, and the connection pooled, within `limit` and
+/// `LINGER_BYTES`; beyond either the connection closes. Only this abort
+/// path spawns a task. h2c needs none of this (the caller does not call
+/// it): the stream is reset and the connection lives on.
 pub fn linger(
     target: Arc<Target>,
-    sender: Sender,
     head: Option<ResponseFuture>,
-    body: Option<Incoming>,
+    body: Option<h1::Body>,
     limit: Duration,
 ) {
-    if !matches!(sender, Sender::H1(_)) {
-        return;
-    }
     // Dropped outside a runtime (process teardown): nothing to keep.
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
@@ -115,27 +125,24 @@ pub fn linger(
     rt.spawn(async move {
         let finish = async {
             let mut body = match (head, body) {
-                (Some(head), _) => {
-                    let resp = head.await.ok()?;
-                    // An upgraded connection is never pooled.
-                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                        return None;
-                    }
-                    resp.into_body()
-                }
+                (Some(head), _) => match head.await.ok()?.into_body() {
+                    UpBody::H1(b) => b,
+                    UpBody::H2(_) => return None,
+                },
                 (None, Some(body)) => body,
                 (None, None) => return None,
             };
             let mut left = LINGER_BYTES;
-            while let Some(frame) = body.frame().await {
+            while let Some(frame) = std::future::poll_fn(|cx| body.poll_frame(cx)).await {
                 if let Some(data) = frame.ok()?.data_ref() {
                     left = left.checked_sub(data.len())?;
                 }
             }
-            Some(())
+            // An upgraded or unframed answer gives no connection back.
+            body.take_conn()
         };
-        if let Ok(Some(())) = tokio::time::timeout(limit, finish).await {
-            release(&target, sender);
+        if let Ok(Some(conn)) = tokio::time::timeout(limit, finish).await {
+            release(&target, Sender::H1(conn));
         }
     });
 }
@@ -153,9 +160,12 @@ pub struct Pool {
     /// first requests waits for one connection instead of opening many.
     h2_connecting: tokio::sync::Mutex<()>,
     idle_timeout: Duration,
-    /// Every connection task of this target (pooled or busy), so that a
-    /// draining target's remaining work can be cut at its deadline.
+    /// Every connection task of this target (h2c connections, TCP streams,
+    /// tunnels), so that a draining target's remaining work can be cut at
+    /// its deadline.
     tasks: Mutex<Vec<AbortHandle>>,
+    /// The same for HTTP/1.1 connections, which have no task of their own.
+    cuts: Mutex<Vec<Weak<h1::Cut>>>,
     /// Open (or opening) connections, for `limits.max_connections`.
     slots: Arc<Slots>,
     /// Requests waiting for a connection, for `limits.max_pending`.
@@ -217,6 +227,7 @@ impl Pool {
             h2_connecting: tokio::sync::Mutex::new(()),
             idle_timeout,
             tasks: Mutex::new(Vec::new()),
+            cuts: Mutex::new(Vec::new()),
             slots: Arc::new(Slots::default()),
             waiting: AtomicUsize::new(0),
         }
@@ -407,6 +418,16 @@ impl Pool {
         tasks.push(task);
     }
 
+    /// Registers an HTTP/1.1 connection to be cut by [`Pool::cut_all`].
+    fn track_conn(&self, cut: &Arc<h1::Cut>) {
+        let mut cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
+        // Closed connections are dropped here rather than by a sweeper.
+        if cuts.len() >= 64 {
+            cuts.retain(|c| c.strong_count() > 0);
+        }
+        cuts.push(Arc::downgrade(cut));
+    }
+
     /// Closes everything: idle connections and every connection still
     /// carrying a request. Requests in flight on them fail. Used at a
     /// draining target's deadline.
@@ -415,6 +436,10 @@ impl Pool {
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             t.abort();
+        }
+        let cuts = std::mem::take(&mut *self.cuts.lock().unwrap_or_else(|p| p.into_inner()));
+        for c in cuts.iter().filter_map(Weak::upgrade) {
+            c.cut();
         }
     }
 }
@@ -437,12 +462,11 @@ pub async fn connect(
     };
     // Requests are small writes that must leave at once.
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
     let (sender, task) = if h2 {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(20))
-            .handshake(io)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
         (
@@ -453,20 +477,11 @@ pub async fn connect(
             }),
         )
     } else {
-        let (sender, conn) = http1::Builder::new()
-            .max_buf_size(256 * 1024)
-            .handshake(io)
-            .await
-            .map_err(ConnectError::Handshake)?;
-        // Ends when the connection closes; errors were already seen by the
-        // request that hit them.
-        (
-            Sender::H1(sender),
-            tokio::spawn(async move {
-                let _slot = slot;
-                let _ = conn.with_upgrades().await;
-            }),
-        )
+        let cut = Arc::new(h1::Cut::default());
+        if let Some(pool) = pool {
+            pool.track_conn(&cut);
+        }
+        return Ok(Sender::H1(h1::Conn::new(stream, cut, slot)));
     };
     if let Some(pool) = pool {
         pool.track(task.abort_handle());

@@ -1,15 +1,19 @@
 //! HTTP/1.1 Upgrade (WebSocket) pass-through.
 //!
-//! After the target answers 101, both sides' connections are handed over
-//! by hyper and bytes are copied both ways until either side closes. The
+//! After the target answers 101, the client's connection is handed over by
+//! hyper and the target's socket by our client (`h1`), and bytes are
+//! copied both ways until either side closes. The
 //! tunnel holds the target's in-flight mark (a draining target waits for
 //! it, and cuts it at `deregistration_delay`: the task is tracked by the
 //! target's pool) and the client connection's mark (so the listener's
 //! idle timeout does not close a quiet WebSocket).
 
+use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use switchyard_routing::InFlight;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::guard::RequestMark;
 use crate::pool::Pool;
@@ -26,25 +30,33 @@ pub fn wants_upgrade(headers: &http::HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Starts copying between the two upgraded connections.
+/// Starts copying between the client's upgraded connection and the
+/// target's socket (`upstream`: the socket and any bytes the target sent
+/// right after its 101).
 pub fn tunnel(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: (TcpStream, Bytes),
     in_flight: InFlight,
     mark: RequestMark,
     pool: Option<&Pool>,
 ) {
     let task = tokio::spawn(async move {
         let _held = (in_flight, mark);
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
+        let (mut upstream, early) = upstream;
+        let client = match client.await {
+            Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
                 return;
             }
         };
         let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
+        if !early.is_empty() {
+            if let Err(e) = client.write_all(&early).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+                return;
+            }
+        }
         match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
             Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),

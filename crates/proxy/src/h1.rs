@@ -1,0 +1,829 @@
+//! Our HTTP/1.1 client for upstream connections.
+//!
+//! Why not hyper's client: hyper runs each connection as a task of its own,
+//! fed by a channel. Per upstream connection that is a task, an 8 KiB write
+//! buffer, an 8-16 KiB read buffer and two channel blocks of about 9 KiB,
+//! all kept for the connection's life: heaptrack at 1,000 connections
+//! counted 37 of the proxy's 66 MiB there. Per request it costs a channel
+//! send, a oneshot and two task wake-ups. Here a connection is a socket;
+//! its read buffer exists only during an exchange, and the request's own
+//! task does the reading and writing.
+//!
+//! Scope: what a proxy needs from an origin. Responses are framed by
+//! RFC 9112 6.3 (no body for HEAD, 1xx, 204 and 304; chunked wins over
+//! Content-Length and then the connection is not reused; otherwise
+//! Content-Length; otherwise until close). Interim 1xx answers other than
+//! 101 are skipped. A 101 hands the socket over for a tunnel.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use atomic_waker::AtomicWaker;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::body::RequestBody;
+use crate::pool::Slot;
+
+/// Largest response head (or trailer block) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head.
+const MAX_HEADERS: usize = 100;
+/// First read of an exchange: a typical head and small body fit.
+const FIRST_READ: usize = 4096;
+/// Reads for larger bodies.
+const BODY_READ: usize = 16 * 1024;
+/// Body data below this is copied out of the read buffer, which then stays
+/// ours for the next read instead of being shared with a frame in flight
+/// (and reallocated).
+const COPY_BELOW: usize = 4096;
+/// Request body data gathered before a write.
+const WRITE_GATHER: usize = 16 * 1024;
+
+/// A way to close a connection from outside its task (a draining target's
+/// deadline). The exchange and the body poll it, so a cut wakes them.
+#[derive(Default)]
+pub struct Cut {
+    flag: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Cut {
+    pub fn cut(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    fn is_cut(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_cut() {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.is_cut() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+fn cut_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection cut (target drained)",
+    )
+}
+
+/// One upstream HTTP/1.1 connection.
+pub struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet used; empty (no allocation) between exchanges.
+    buf: BytesMut,
+    cut: Arc<Cut>,
+    /// The connection's place under `limits.max_connections`.
+    _slot: Option<Slot>,
+}
+
+/// Why an exchange failed.
+pub enum SendError {
+    /// Nothing was written: the request is ours to send elsewhere (boxed:
+    /// the rare path should not size every result).
+    Unsent(Box<Request<RequestBody>>),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl Conn {
+    pub fn new(io: TcpStream, cut: Arc<Cut>, slot: Option<Slot>) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            cut,
+            _slot: slot,
+        }
+    }
+
+    /// Whether the connection can no longer carry a request: cut, or the
+    /// upstream closed it (or sent something unasked) while it was idle.
+    /// No syscall unless the socket has signalled readable.
+    pub fn is_closed(&self) -> bool {
+        if self.cut.is_cut() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends `req` and waits for the answer's head. The body streams from
+    /// the returned response; at its end the connection can be taken back
+    /// for reuse ([`Body::take_conn`]).
+    pub async fn send(self, req: Request<RequestBody>) -> Result<Response<Body>, SendError> {
+        let cut = Arc::clone(&self.cut);
+        tokio::select! {
+            biased;
+            () = poll_fn(|cx| cut.poll(cx)) => Err(SendError::Failed(cut_error().to_string())),
+            r = self.exchange(req) => r,
+        }
+    }
+
+    async fn exchange(mut self, req: Request<RequestBody>) -> Result<Response<Body>, SendError> {
+        let head_request = req.method() == Method::HEAD;
+        let (parts, mut body) = req.into_parts();
+        let framing = request_framing(&parts.headers, &body);
+        let mut out = Vec::with_capacity(256 + 64 * parts.headers.len());
+        encode_head(&parts, framing, &mut out);
+        // Written after the other tasks of this scheduler tick: the writes
+        // of a burst of requests then leave together, and the upstream
+        // wakes once for them rather than once per request. Measured (ka64,
+        // benches/README.md): without this the extra wake-ups cost more
+        // kernel time than hyper's channel and connection task did.
+        tokio::task::yield_now().await;
+        // Nothing of the body is taken before the head is out, so a socket
+        // that turns out closed hands the request back whole.
+        let n = match self.io.write(&out).await {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(SendError::Unsent(Box::new(Request::from_parts(
+                    parts, body,
+                ))))
+            }
+        };
+        out.drain(..n);
+        let mut sending = Sending {
+            framing,
+            sent: 0,
+            done: framing == ReqFraming::None,
+            complete: true,
+        };
+        // Write the rest while watching for an early answer (an upstream
+        // may refuse a body before it has all of it).
+        let mut early = false;
+        while !(sending.done && out.is_empty()) {
+            let (mut rd, mut wr) = self.io.split();
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(FIRST_READ);
+            }
+            tokio::select! {
+                biased;
+                r = rd.read_buf(&mut self.buf) => {
+                    match r {
+                        Ok(0) => return Err(SendError::Failed("upstream closed the connection while the request was sent".into())),
+                        Err(e) => return Err(SendError::Failed(e.to_string())),
+                        Ok(_) => {}
+                    }
+                    match skip_interim(&mut self.buf).map_err(SendError::Failed)? {
+                        true => {
+                            early = true;
+                            break;
+                        }
+                        false => continue,
+                    }
+                }
+                r = sending.step(&mut wr, &mut body, &mut out) => {
+                    r.map_err(SendError::Failed)?;
+                }
+            }
+        }
+        let complete = !early && sending.complete;
+        drop(body);
+        self.read_head(head_request, complete).await
+    }
+
+    /// Reads the final response head (interim 1xx answers skipped).
+    async fn read_head(
+        mut self,
+        head_request: bool,
+        request_complete: bool,
+    ) -> Result<Response<Body>, SendError> {
+        loop {
+            if !self.buf.is_empty() {
+                match parse_head(&self.buf).map_err(SendError::Failed)? {
+                    Some(head)
+                        if head.status.is_informational()
+                            && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+                    {
+                        self.buf.advance(head.len);
+                        continue;
+                    }
+                    Some(head) => {
+                        self.buf.advance(head.len);
+                        return Ok(self.response(head, head_request, request_complete));
+                    }
+                    None if self.buf.len() >= MAX_HEAD => {
+                        return Err(SendError::Failed("response head too large".into()));
+                    }
+                    None => {}
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(FIRST_READ);
+            }
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) if self.buf.is_empty() => {
+                    return Err(SendError::Failed(
+                        "upstream closed the connection before answering".into(),
+                    ));
+                }
+                Ok(0) => return Err(SendError::Failed("response head incomplete".into())),
+                Ok(_) => {}
+                Err(e) => return Err(SendError::Failed(e.to_string())),
+            }
+        }
+    }
+
+    fn response(self, head: Head, head_request: bool, request_complete: bool) -> Response<Body> {
+        let Head {
+            status,
+            version,
+            mut headers,
+            ..
+        } = head;
+        let mut keep_alive = request_complete
+            && version == Version::HTTP_11
+            && !has_token(&headers, &CONNECTION, "close");
+        let state = if status == StatusCode::SWITCHING_PROTOCOLS {
+            keep_alive = false;
+            BodyState::Upgrade
+        } else if head_request
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            BodyState::Done
+        } else if headers.contains_key(TRANSFER_ENCODING) {
+            // Chunked wins over a length; a message with both is suspect, so
+            // its connection is not reused (RFC 9112 6.3).
+            if headers.remove(CONTENT_LENGTH).is_some() {
+                keep_alive = false;
+            }
+            if last_coding_is_chunked(&headers) {
+                BodyState::Chunked(Chunk::Size)
+            } else {
+                keep_alive = false;
+                BodyState::Eof
+            }
+        } else {
+            match content_length(&headers) {
+                Ok(Some(n)) => BodyState::Length(n),
+                Ok(None) => {
+                    keep_alive = false;
+                    BodyState::Eof
+                }
+                Err(()) => {
+                    // Unframeable: read to close, never reuse.
+                    headers.remove(CONTENT_LENGTH);
+                    keep_alive = false;
+                    BodyState::Eof
+                }
+            }
+        };
+        let mut resp = Response::new(Body {
+            conn: Some(self),
+            state,
+            keep_alive,
+        });
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        *resp.headers_mut() = headers;
+        resp
+    }
+}
+
+/// Progress of a request body on its way out.
+struct Sending {
+    framing: ReqFraming,
+    sent: u64,
+    done: bool,
+    /// False when the body ended short of its declared length or failed:
+    /// the upstream is left waiting, so the connection is not reused.
+    complete: bool,
+}
+
+impl Sending {
+    /// One step: write pending bytes, or take the next body frame. Safe to
+    /// drop between polls (nothing is lost: a write either happened or not).
+    async fn step(
+        &mut self,
+        wr: &mut tokio::net::tcp::WriteHalf<'_>,
+        body: &mut RequestBody,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        if !out.is_empty() && (self.done || out.len() >= WRITE_GATHER) {
+            let n = wr.write(out).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("upstream connection closed while writing".into());
+            }
+            out.drain(..n);
+            return Ok(());
+        }
+        let frame = if out.is_empty() {
+            poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+        } else {
+            // Bytes are waiting: flush them unless more body is at hand.
+            match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+                Poll::Ready(f) => f,
+                Poll::Pending => {
+                    let n = wr.write(out).await.map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err("upstream connection closed while writing".into());
+                    }
+                    out.drain(..n);
+                    return Ok(());
+                }
+            }
+        };
+        match frame {
+            None => {
+                match self.framing {
+                    ReqFraming::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+                    ReqFraming::Length(n) if self.sent != n => self.complete = false,
+                    _ => {}
+                }
+                self.done = true;
+            }
+            Some(Err(e)) => {
+                self.complete = false;
+                return Err(format!("client request body: {e}"));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        return Ok(());
+                    }
+                    self.sent += data.len() as u64;
+                    match self.framing {
+                        ReqFraming::Chunked => {
+                            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                            out.extend_from_slice(&data);
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        ReqFraming::Length(n) if self.sent > n => {
+                            return Err("client request body longer than its length".into());
+                        }
+                        _ => out.extend_from_slice(&data),
+                    }
+                }
+                Err(frame) => {
+                    // Trailers: only chunked framing can carry them.
+                    if let (ReqFraming::Chunked, Ok(trailers)) =
+                        (self.framing, frame.into_trailers())
+                    {
+                        out.extend_from_slice(b"0\r\n");
+                        for (name, value) in &trailers {
+                            push_field(out, name, value);
+                        }
+                        out.extend_from_slice(b"\r\n");
+                        self.done = true;
+                        self.framing = ReqFraming::None;
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+fn request_framing(headers: &HeaderMap, body: &RequestBody) -> ReqFraming {
+    if let Ok(Some(n)) = content_length(headers) {
+        return ReqFraming::Length(n);
+    }
+    if body.is_end_stream() {
+        return ReqFraming::None;
+    }
+    match body.size_hint().exact() {
+        Some(n) => ReqFraming::Length(n),
+        None => ReqFraming::Chunked,
+    }
+}
+
+fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn encode_head(parts: &http::request::Parts, framing: ReqFraming, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    if parts.method == Method::CONNECT {
+        if let Some(a) = parts.uri.authority() {
+            out.extend_from_slice(a.as_str().as_bytes());
+        }
+    } else {
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        out.extend_from_slice(if target.is_empty() {
+            b"/"
+        } else {
+            target.as_bytes()
+        });
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        // Framing is ours to decide (below).
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        push_field(out, name, value);
+    }
+    match framing {
+        ReqFraming::Length(n) if !parts.headers.contains_key(CONTENT_LENGTH) => {
+            out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        }
+        ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A parsed response head; `len` bytes of the buffer.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    len: usize,
+}
+
+/// Parses a response head at the start of `buf`; `None` while incomplete.
+/// Kept synchronous so the header array lives on the stack, not in the
+/// exchange's future.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
+    // Uninitialised: no 4 KiB of stores per answer for fields never used.
+    let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("invalid response head: {e}")),
+    };
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| "invalid response status".to_string())?;
+    // One copy of the head; the values are slices of it.
+    let copy = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for field in resp.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| format!("invalid response header name {:?}", field.name))?;
+        let start = field.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(copy.slice(start..start + field.value.len()))
+            .map_err(|_| format!("invalid value in response header {name}"))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        len,
+    }))
+}
+
+/// While a request body is still going out: drops complete interim (1xx)
+/// heads at the start of `buf`; true once a final answer has begun.
+fn skip_interim(buf: &mut BytesMut) -> Result<bool, String> {
+    loop {
+        match parse_head(buf)? {
+            Some(h)
+                if h.status.is_informational() && h.status != StatusCode::SWITCHING_PROTOCOLS =>
+            {
+                buf.advance(h.len);
+            }
+            Some(_) => return Ok(true),
+            None if buf.len() >= MAX_HEAD => return Err("response head too large".into()),
+            // A partial head: a final answer unless it is a 1xx in pieces.
+            None => return Ok(!buf.is_empty() && !starts_interim(buf)),
+        }
+    }
+}
+
+fn starts_interim(buf: &[u8]) -> bool {
+    // "HTTP/1.x 1"
+    buf.len() < 10 || buf.get(9) == Some(&b'1')
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut found = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for part in v.to_str().map_err(|_| ())?.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(());
+            }
+            let n: u64 = part.parse().map_err(|_| ())?;
+            if found.is_some_and(|f| f != n) {
+                return Err(());
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    Length(u64),
+    Chunked(Chunk),
+    Eof,
+    Done,
+    Upgrade,
+}
+
+/// A response body read straight from the upstream connection.
+pub struct Body {
+    conn: Option<Conn>,
+    state: BodyState,
+    /// The exchange allows reuse once the body has been read to its end.
+    keep_alive: bool,
+}
+
+/// Errors of a body in progress.
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
+}
+
+impl Body {
+    /// The connection, if the body was read to its end and the exchange
+    /// allows another request on it.
+    pub fn take_conn(&mut self) -> Option<Conn> {
+        if !(self.keep_alive && self.is_end_stream()) {
+            return None;
+        }
+        let mut conn = self.conn.take()?;
+        // Leftover bytes are an answer nobody asked for.
+        if !conn.buf.is_empty() || conn.cut.is_cut() {
+            return None;
+        }
+        conn.buf = BytesMut::new();
+        Some(conn)
+    }
+
+    /// After a 101: the socket and any bytes the upstream sent after the
+    /// head, for the tunnel.
+    pub fn into_upgraded(mut self) -> Option<(TcpStream, Bytes)> {
+        if self.state != BodyState::Upgrade {
+            return None;
+        }
+        let conn = self.conn.take()?;
+        Some((conn.io, conn.buf.freeze()))
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        matches!(
+            self.state,
+            BodyState::Done | BodyState::Length(0) | BodyState::Upgrade
+        )
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self.state {
+            BodyState::Length(n) => SizeHint::with_exact(n),
+            BodyState::Done | BodyState::Upgrade => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+
+    /// Reads more into the buffer; Ok(0) at end of stream.
+    fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if conn.cut.poll(cx).is_ready() {
+            return Poll::Ready(Err(cut_error()));
+        }
+        if conn.buf.capacity() - conn.buf.len() < 1024 {
+            conn.buf.reserve(want.max(1024));
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
+    }
+
+    /// Up to `max` buffered bytes as a frame's data.
+    fn take_data(buf: &mut BytesMut, max: u64) -> Bytes {
+        let n = buf.len().min(usize::try_from(max).unwrap_or(usize::MAX));
+        if n < COPY_BELOW {
+            let data = Bytes::copy_from_slice(&buf[..n]);
+            buf.advance(n);
+            data
+        } else {
+            buf.split_to(n).freeze()
+        }
+    }
+
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.state {
+                BodyState::Done | BodyState::Upgrade | BodyState::Length(0) => {
+                    self.state = BodyState::Done;
+                    return Poll::Ready(None);
+                }
+                BodyState::Length(left) => {
+                    if conn.buf.is_empty() {
+                        let want = usize::try_from(left).unwrap_or(BODY_READ).min(BODY_READ);
+                        if ready!(Self::poll_fill(conn, cx, want))? == 0 {
+                            self.keep_alive = false;
+                            return Poll::Ready(Some(Err(invalid(
+                                "upstream closed the connection before the body ended",
+                            ))));
+                        }
+                    }
+                    let data = Self::take_data(&mut conn.buf, left);
+                    self.state = BodyState::Length(left - data.len() as u64);
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyState::Eof => {
+                    if conn.buf.is_empty() && ready!(Self::poll_fill(conn, cx, BODY_READ))? == 0 {
+                        self.state = BodyState::Done;
+                        return Poll::Ready(None);
+                    }
+                    let data = Self::take_data(&mut conn.buf, u64::MAX);
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyState::Chunked(chunk) => match step_chunk(&mut conn.buf, chunk) {
+                    Err(e) => {
+                        self.keep_alive = false;
+                        return Poll::Ready(Some(Err(invalid(e))));
+                    }
+                    Ok(ChunkStep::Next(next)) => self.state = BodyState::Chunked(next),
+                    Ok(ChunkStep::Data(data, next)) => {
+                        self.state = BodyState::Chunked(next);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(ChunkStep::End(trailers)) => {
+                        self.state = BodyState::Done;
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                    }
+                    Ok(ChunkStep::More) => {
+                        if conn.buf.len() >= MAX_HEAD {
+                            self.keep_alive = false;
+                            return Poll::Ready(Some(Err(invalid("chunk framing too long"))));
+                        }
+                        if ready!(Self::poll_fill(conn, cx, FIRST_READ))? == 0 {
+                            self.keep_alive = false;
+                            return Poll::Ready(Some(Err(invalid(
+                                "upstream closed the connection before the body ended",
+                            ))));
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+enum ChunkStep {
+    /// Need more bytes.
+    More,
+    Next(Chunk),
+    Data(Bytes, Chunk),
+    /// Last chunk and trailer section read; trailers if any.
+    End(Option<HeaderMap>),
+}
+
+/// One step of chunked decoding over the buffered bytes.
+fn step_chunk(buf: &mut BytesMut, chunk: Chunk) -> Result<ChunkStep, &'static str> {
+    match chunk {
+        Chunk::Size => {
+            let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+                return if buf.len() > 1024 {
+                    Err("chunk size line too long")
+                } else {
+                    Ok(ChunkStep::More)
+                };
+            };
+            let line = &buf[..lf];
+            let line = line
+                .strip_suffix(b"\r")
+                .ok_or("chunk size line without CRLF")?;
+            let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+            if digits == 0 || digits > 16 {
+                return Err("invalid chunk size");
+            }
+            let rest = &line[digits..];
+            let rest_ok = rest.is_empty()
+                || rest
+                    .iter()
+                    .position(|&b| b != b' ' && b != b'\t')
+                    .is_none_or(|i| rest[i] == b';');
+            if !rest_ok {
+                return Err("invalid chunk size");
+            }
+            let hex = std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?;
+            let size = u64::from_str_radix(hex, 16).map_err(|_| "invalid chunk size")?;
+            buf.advance(lf + 1);
+            Ok(ChunkStep::Next(if size == 0 {
+                Chunk::Trailers
+            } else {
+                Chunk::Data(size)
+            }))
+        }
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Ok(ChunkStep::More);
+            }
+            let data = Body::take_data(buf, left);
+            let left = left - data.len() as u64;
+            Ok(ChunkStep::Data(
+                data,
+                if left == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left)
+                },
+            ))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(ChunkStep::More);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err("chunk data not followed by CRLF");
+            }
+            buf.advance(2);
+            Ok(ChunkStep::Next(Chunk::Size))
+        }
+        Chunk::Trailers => {
+            if buf.starts_with(b"\r\n") {
+                buf.advance(2);
+                return Ok(ChunkStep::End(None));
+            }
+            let mut fields = [httparse::EMPTY_HEADER; 32];
+            match httparse::parse_headers(buf, &mut fields) {
+                Ok(httparse::Status::Partial) => Ok(ChunkStep::More),
+                Err(_) => Err("invalid trailer section"),
+                Ok(httparse::Status::Complete((len, fields))) => {
+                    let mut trailers = HeaderMap::with_capacity(fields.len());
+                    for f in fields.iter() {
+                        let name = HeaderName::from_bytes(f.name.as_bytes())
+                            .map_err(|_| "invalid trailer name")?;
+                        let value = HeaderValue::from_bytes(f.value)
+                            .map_err(|_| "invalid trailer value")?;
+                        trailers.append(name, value);
+                    }
+                    buf.advance(len);
+                    Ok(ChunkStep::End((!trailers.is_empty()).then_some(trailers)))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "h1_tests.rs"]
+mod tests;
