@@ -429,6 +429,17 @@ impl RawConn {
         }
     }
 
+    /// Shuts the sending side (half-close), as `nc -N` does after its input.
+    ///
+    /// # Panics
+    ///
+    /// If the shutdown fails.
+    pub async fn shutdown_write(&mut self) {
+        if let Err(e) = self.stream.shutdown().await {
+            panic!("shutdown failed: {e}");
+        }
+    }
+
     /// Reads more bytes into the buffer; `false` at EOF, error or deadline.
     async fn fill(&mut self, deadline: Instant) -> Result<(), String> {
         if self.eof {

@@ -245,6 +245,20 @@ async fn until_requests(up: &FakeUpstream, n: usize) {
 }
 
 #[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = start("", &up).await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(&raw_get("/sleep/200")).await;
+    conn.shutdown_write().await;
+    let resp = conn
+        .response(WAIT)
+        .await
+        .expect("an answer after the half-close");
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"up"[..]));
+}
+
+#[tokio::test]
 async fn a_client_leaving_mid_request_does_not_cost_the_upstream_connection() {
     let up = FakeUpstream::builder("up").start().await;
     let lb = start("", &up).await;

@@ -252,19 +252,23 @@ pub async fn forward(
         };
         let connected = match (pooled, pool) {
             (Some(s), _) => Ok(s),
-            (None, Some(p)) if h2 => p.h2_or_connect(target.label(), spec.timeouts.connect).await,
+            // Connecting is boxed, here and below: rare (pooled connections
+            // serve most requests), and inline its state would size every
+            // request's future (hyper keeps one per client connection).
+            (None, Some(p)) if h2 => {
+                Box::pin(p.h2_or_connect(target.label(), spec.timeouts.connect)).await
+            }
             (None, Some(p)) => {
                 let limits = &spec.limits;
                 let slot = match p.try_slot(limits.max_connections) {
                     Some(slot) => Ok(slot),
                     // At max_connections: wait for one to come free.
-                    None => match p
-                        .wait_for_connection(
-                            limits.max_connections,
-                            limits.max_pending,
-                            spec.timeouts.connect,
-                        )
-                        .await
+                    None => match Box::pin(p.wait_for_connection(
+                        limits.max_connections,
+                        limits.max_pending,
+                        spec.timeouts.connect,
+                    ))
+                    .await
                     {
                         Ok(Ok(sender)) => Err(Ok(sender)),
                         Ok(Err(slot)) => Ok(slot),
@@ -273,8 +277,14 @@ pub async fn forward(
                 };
                 match slot {
                     Ok(slot) => {
-                        pool::connect(target.label(), spec.timeouts.connect, pool, h2, Some(slot))
-                            .await
+                        Box::pin(pool::connect(
+                            target.label(),
+                            spec.timeouts.connect,
+                            pool,
+                            h2,
+                            Some(slot),
+                        ))
+                        .await
                     }
                     Err(Ok(sender)) => Ok(sender),
                     Err(Err(e)) => {
@@ -291,7 +301,14 @@ pub async fn forward(
                 }
             }
             (None, None) => {
-                pool::connect(target.label(), spec.timeouts.connect, None, h2, None).await
+                Box::pin(pool::connect(
+                    target.label(),
+                    spec.timeouts.connect,
+                    None,
+                    h2,
+                    None,
+                ))
+                .await
             }
         };
         let sender = match connected {
