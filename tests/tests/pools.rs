@@ -1,11 +1,18 @@
 //! Connections on both sides: upstream keep-alive pooling, client idle
 //! timeout, header_read versus idle, and `max_connections`.
 
+// Test helpers: a panic is how a failed expectation is reported.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard::Running;
 use switchyard_testkit::{get, FakeUpstream, TestClient};
 use switchyard_tests::{metric, must_get, raw_get, Cfg, Group, RawConn, Urls, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 async fn start(listener_extra: &str, up: &FakeUpstream) -> Running {
@@ -283,5 +290,67 @@ async fn a_client_leaving_mid_request_does_not_cost_the_upstream_connection() {
         up.connections(),
         1,
         "the abandoned exchange closed its upstream connection"
+    );
+}
+
+/// An upstream that closes a kept-alive connection, without a byte of
+/// answer, when the first request for `/second` arrives on it: the race of
+/// an upstream keep-alive timeout firing as the balancer reuses the
+/// connection. Every other request gets `200 ok`.
+async fn racy_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let raced = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let raced = Arc::clone(&raced);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut served = 0;
+                // Body-less requests only: each head ends with a blank line.
+                while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let second = buf.starts_with(b"GET /second ");
+                        buf.drain(..end + 4);
+                        if second && served > 0 && !raced.swap(true, Ordering::SeqCst) {
+                            return;
+                        }
+                        served += 1;
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_as_it_is_reused_costs_a_safe_request_nothing() {
+    let (addr, accepted) = racy_upstream().await;
+    let lb = Cfg::new()
+        .listener("web", "- name: all\n  forward: { target_group: g }")
+        .group(Group::new("g", &[addr]))
+        .start()
+        .await;
+    let client = TestClient::new();
+    let first = client.get(&lb.url("/first")).await.unwrap();
+    assert_eq!((first.status, first.body.as_str()), (200, "ok"));
+    // Goes out on the pooled connection, which the upstream then closes
+    // unanswered: a GET is repeated on a fresh connection.
+    let second = client.get(&lb.url("/second")).await.unwrap();
+    assert_eq!((second.status, second.body.as_str()), (200, "ok"));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "one fresh connection for the repeat"
     );
 }

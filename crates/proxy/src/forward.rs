@@ -46,7 +46,7 @@ pub fn pool_of<'a>(target: &'a Target, spec: &TargetGroup) -> Option<&'a Pool> {
         .downcast_ref::<Pool>()
 }
 
-fn is_idempotent(m: &Method) -> bool {
+pub(crate) fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE

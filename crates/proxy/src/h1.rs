@@ -95,13 +95,25 @@ pub struct Conn {
     cut: Arc<Cut>,
     /// The connection's place under `limits.max_connections`.
     _slot: Option<Slot>,
+    /// It carried an exchange before (came from the pool).
+    reused: bool,
 }
 
 /// Why an exchange failed.
 pub enum SendError {
-    /// Nothing was written: the request is ours to send elsewhere (boxed:
-    /// the rare path should not size every result).
+    /// The request is ours to send again (boxed: the rare path should not
+    /// size every result): nothing was written, or it went out on a reused
+    /// connection that closed without a byte of answer and is safe to
+    /// repeat (bodyless and idempotent; RFC 9112 9.3.1). The latter is the
+    /// race of a keep-alive connection the upstream closes as we use it.
     Unsent(Box<Request<RequestBody>>),
+    Failed(String),
+}
+
+/// Why no response head came.
+enum HeadError {
+    /// Closed or reset before a single byte of answer.
+    Unanswered,
     Failed(String),
 }
 
@@ -119,6 +131,7 @@ impl Conn {
             buf: BytesMut::new(),
             cut,
             _slot: slot,
+            reused: false,
         }
     }
 
@@ -168,6 +181,10 @@ impl Conn {
             }
         };
         out.drain(..n);
+        let repeatable = self.reused
+            && framing == ReqFraming::None
+            && crate::forward::is_idempotent(&parts.method);
+        let mut heard = false;
         let mut sending = Sending {
             framing,
             sent: 0,
@@ -188,7 +205,7 @@ impl Conn {
                     match r {
                         Ok(0) => return Err(SendError::Failed("upstream closed the connection while the request was sent".into())),
                         Err(e) => return Err(SendError::Failed(e.to_string())),
-                        Ok(_) => {}
+                        Ok(_) => heard = true,
                     }
                     match skip_interim(&mut self.buf).map_err(SendError::Failed)? {
                         true => {
@@ -204,8 +221,16 @@ impl Conn {
             }
         }
         let complete = !early && sending.complete;
-        drop(body);
-        self.read_head(head_request, complete).await
+        match self.read_head(head_request, complete, heard).await {
+            Ok(resp) => Ok(resp),
+            Err(HeadError::Unanswered) if repeatable => Err(SendError::Unsent(Box::new(
+                Request::from_parts(parts, body),
+            ))),
+            Err(HeadError::Unanswered) => Err(SendError::Failed(
+                "upstream closed the connection before answering".into(),
+            )),
+            Err(HeadError::Failed(why)) => Err(SendError::Failed(why)),
+        }
     }
 
     /// Reads the final response head (interim 1xx answers skipped).
@@ -213,10 +238,11 @@ impl Conn {
         mut self,
         head_request: bool,
         request_complete: bool,
-    ) -> Result<Response<Body>, SendError> {
+        mut heard: bool,
+    ) -> Result<Response<Body>, HeadError> {
         loop {
             if !self.buf.is_empty() {
-                match parse_head(&self.buf).map_err(SendError::Failed)? {
+                match parse_head(&self.buf).map_err(HeadError::Failed)? {
                     Some(head)
                         if head.status.is_informational()
                             && head.status != StatusCode::SWITCHING_PROTOCOLS =>
@@ -229,7 +255,7 @@ impl Conn {
                         return Ok(self.response(head, head_request, request_complete));
                     }
                     None if self.buf.len() >= MAX_HEAD => {
-                        return Err(SendError::Failed("response head too large".into()));
+                        return Err(HeadError::Failed("response head too large".into()));
                     }
                     None => {}
                 }
@@ -238,14 +264,11 @@ impl Conn {
                 self.buf.reserve(FIRST_READ);
             }
             match self.io.read_buf(&mut self.buf).await {
-                Ok(0) if self.buf.is_empty() => {
-                    return Err(SendError::Failed(
-                        "upstream closed the connection before answering".into(),
-                    ));
-                }
-                Ok(0) => return Err(SendError::Failed("response head incomplete".into())),
-                Ok(_) => {}
-                Err(e) => return Err(SendError::Failed(e.to_string())),
+                Ok(0) if !heard => return Err(HeadError::Unanswered),
+                Ok(0) => return Err(HeadError::Failed("response head incomplete".into())),
+                Ok(_) => heard = true,
+                Err(_) if !heard => return Err(HeadError::Unanswered),
+                Err(e) => return Err(HeadError::Failed(e.to_string())),
             }
         }
     }
@@ -612,6 +635,7 @@ impl Body {
             return None;
         }
         conn.buf = BytesMut::new();
+        conn.reused = true;
         Some(conn)
     }
 

@@ -412,3 +412,56 @@ fn chan_body(parts: Vec<&'static [u8]>) -> (tokio::sync::mpsc::Sender<Bytes>, Ch
     }
     (tx, ChanBody(rx))
 }
+
+/// An upstream that answers the first request on its connection and closes
+/// the connection as the second arrives, without a byte of answer: the
+/// race of a keep-alive timeout.
+async fn closes_on_second_request() -> (Conn, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let _ = s.read(&mut buf).await.unwrap();
+    });
+    let conn = Conn::new(
+        TcpStream::connect(addr).await.unwrap(),
+        Arc::default(),
+        None,
+    );
+    (conn, server)
+}
+
+#[tokio::test]
+async fn a_reused_connection_closed_without_answer_gives_a_safe_request_back() {
+    let (conn, server) = closes_on_second_request().await;
+    let mut body = send_ok(conn, get("/first")).await.into_body();
+    assert_eq!(collect(&mut body).await.0, b"ok");
+    let conn = body.take_conn().expect("pooled");
+    match conn.send(get("/second")).await {
+        Err(SendError::Unsent(req)) => assert_eq!(req.uri(), "/second"),
+        Err(SendError::Failed(w)) => panic!("failed instead of given back: {w}"),
+        Ok(_) => panic!("answered"),
+    }
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_is_not_given_back_after_it_went_out() {
+    let (conn, server) = closes_on_second_request().await;
+    let mut body = send_ok(conn, get("/first")).await.into_body();
+    assert_eq!(collect(&mut body).await.0, b"ok");
+    let conn = body.take_conn().expect("pooled");
+    let mut req = post(http_body_util::Full::new(Bytes::from_static(b"abc")));
+    req.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("3"));
+    match conn.send(req).await {
+        Err(SendError::Failed(w)) => assert!(w.contains("closed"), "{w}"),
+        _ => panic!("a POST must not come back for a resend"),
+    }
+    server.await.unwrap();
+}
