@@ -34,6 +34,10 @@ use tokio::net::TcpStream;
 use crate::body::RequestBody;
 use crate::pool::Slot;
 
+/// How soon after a request went out on a reused connection a close
+/// without answer counts as the keep-alive race (and the request may go
+/// out again): a loopback or LAN round trip, with room to spare.
+const RACE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 /// Largest response head (or trailer block) accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head.
@@ -46,6 +50,9 @@ const BODY_READ: usize = 16 * 1024;
 /// ours for the next read instead of being shared with a frame in flight
 /// (and reallocated).
 const COPY_BELOW: usize = 4096;
+/// Answer bytes buffered while a request body is still going out to an
+/// upstream that answered 2xx early.
+const EARLY_BUFFER: usize = 1024 * 1024;
 /// Request body data gathered before a write.
 const WRITE_GATHER: usize = 16 * 1024;
 
@@ -181,6 +188,7 @@ impl Conn {
             }
         };
         out.drain(..n);
+        let written = tokio::time::Instant::now();
         let repeatable = self.reused
             && framing == ReqFraming::None
             && crate::forward::is_idempotent(&parts.method);
@@ -191,41 +199,66 @@ impl Conn {
             done: framing == ReqFraming::None,
             complete: true,
         };
-        // Write the rest while watching for an early answer (an upstream
-        // may refuse a body before it has all of it).
+        // Write the rest while watching for an early answer. An upstream
+        // refusing the body (an error status before it has all of it) is
+        // answered at once and the upload stopped; one that answers 2xx
+        // early and streams back while it reads (an echo, upload progress)
+        // gets the whole body, its answer buffered meanwhile up to
+        // EARLY_BUFFER (beyond that we only write, until the request
+        // timeout).
         let mut early = false;
+        let mut streaming_back = false;
         while !(sending.done && out.is_empty()) {
             let (mut rd, mut wr) = self.io.split();
-            if self.buf.capacity() - self.buf.len() < 1024 {
+            let room = self.buf.len() < EARLY_BUFFER;
+            if room && self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(FIRST_READ);
             }
             tokio::select! {
                 biased;
-                r = rd.read_buf(&mut self.buf) => {
+                r = rd.read_buf(&mut self.buf), if room => {
                     match r {
+                        Ok(0) if streaming_back => break,
                         Ok(0) => return Err(SendError::Failed("upstream closed the connection while the request was sent".into())),
+                        Err(_) if streaming_back => break,
                         Err(e) => return Err(SendError::Failed(e.to_string())),
                         Ok(_) => heard = true,
                     }
-                    match skip_interim(&mut self.buf).map_err(SendError::Failed)? {
-                        true => {
+                    if streaming_back || !skip_interim(&mut self.buf).map_err(SendError::Failed)? {
+                        continue;
+                    }
+                    match parse_head(&self.buf).map_err(SendError::Failed)? {
+                        Some(h) if h.status.is_success() => streaming_back = true,
+                        // Not all of the head yet: its status decides.
+                        None => {}
+                        Some(_) => {
                             early = true;
                             break;
                         }
-                        false => continue,
                     }
                 }
                 r = sending.step(&mut wr, &mut body, &mut out) => {
-                    r.map_err(SendError::Failed)?;
+                    match r {
+                        Ok(()) => {}
+                        // The upstream stopped reading but answers: its answer stands.
+                        Err(_) if streaming_back => {
+                            early = true;
+                            break;
+                        }
+                        Err(e) => return Err(SendError::Failed(e)),
+                    }
                 }
             }
         }
         let complete = !early && sending.complete;
-        match self.read_head(head_request, complete, heard).await {
+        let connect = parts.method == Method::CONNECT;
+        match self.read_head(head_request, complete, heard, connect).await {
             Ok(resp) => Ok(resp),
-            Err(HeadError::Unanswered) if repeatable => Err(SendError::Unsent(Box::new(
-                Request::from_parts(parts, body),
-            ))),
+            // Only the race: a close that follows the write at once, not a
+            // target failing while it works on the request.
+            Err(HeadError::Unanswered) if repeatable && written.elapsed() < RACE_WINDOW => Err(
+                SendError::Unsent(Box::new(Request::from_parts(parts, body))),
+            ),
             Err(HeadError::Unanswered) => Err(SendError::Failed(
                 "upstream closed the connection before answering".into(),
             )),
@@ -239,6 +272,7 @@ impl Conn {
         head_request: bool,
         request_complete: bool,
         mut heard: bool,
+        connect: bool,
     ) -> Result<Response<Body>, HeadError> {
         loop {
             if !self.buf.is_empty() {
@@ -252,7 +286,7 @@ impl Conn {
                     }
                     Some(head) => {
                         self.buf.advance(head.len);
-                        return Ok(self.response(head, head_request, request_complete));
+                        return self.response(head, head_request, request_complete, connect);
                     }
                     None if self.buf.len() >= MAX_HEAD => {
                         return Err(HeadError::Failed("response head too large".into()));
@@ -273,7 +307,13 @@ impl Conn {
         }
     }
 
-    fn response(self, head: Head, head_request: bool, request_complete: bool) -> Response<Body> {
+    fn response(
+        self,
+        head: Head,
+        head_request: bool,
+        request_complete: bool,
+        connect: bool,
+    ) -> Result<Response<Body>, HeadError> {
         let Head {
             status,
             version,
@@ -286,6 +326,11 @@ impl Conn {
         let state = if status == StatusCode::SWITCHING_PROTOCOLS {
             keep_alive = false;
             BodyState::Upgrade
+        } else if connect && status.is_success() {
+            // A tunnel would begin here (RFC 9112 6.3 rule 2); we carry
+            // none, and the connection is never reused.
+            keep_alive = false;
+            BodyState::Done
         } else if head_request
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -311,11 +356,11 @@ impl Conn {
                     keep_alive = false;
                     BodyState::Eof
                 }
+                // RFC 9112 6.3: a proxy discards such a response (502).
                 Err(()) => {
-                    // Unframeable: read to close, never reuse.
-                    headers.remove(CONTENT_LENGTH);
-                    keep_alive = false;
-                    BodyState::Eof
+                    return Err(HeadError::Failed(
+                        "invalid content-length in response".into(),
+                    ))
                 }
             }
         };
@@ -327,7 +372,7 @@ impl Conn {
         *resp.status_mut() = status;
         *resp.version_mut() = version;
         *resp.headers_mut() = headers;
-        resp
+        Ok(resp)
     }
 }
 
@@ -378,7 +423,10 @@ impl Sending {
             None => {
                 match self.framing {
                     ReqFraming::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
-                    ReqFraming::Length(n) if self.sent != n => self.complete = false,
+                    ReqFraming::Length(n) if self.sent != n => {
+                        self.complete = false;
+                        return Err("client request body shorter than its length".into());
+                    }
                     _ => {}
                 }
                 self.done = true;
@@ -636,7 +684,14 @@ impl Body {
         }
         conn.buf = BytesMut::new();
         conn.reused = true;
+        // The finished exchange's task need not be kept alive by it.
+        drop(conn.cut.waker.take());
         Some(conn)
+    }
+
+    /// Whether the connection could be reused once the body is read.
+    pub fn reusable(&self) -> bool {
+        self.keep_alive
     }
 
     /// After a 101: the socket and any bytes the upstream sent after the
@@ -776,7 +831,9 @@ fn step_chunk(buf: &mut BytesMut, chunk: Chunk) -> Result<ChunkStep, &'static st
                 .strip_suffix(b"\r")
                 .ok_or("chunk size line without CRLF")?;
             let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-            if digits == 0 || digits > 16 {
+            let zeros = line[..digits].iter().take_while(|&&b| b == b'0').count();
+            // Leading zeros are allowed; the value must fit in 64 bits.
+            if digits == 0 || digits - zeros.min(digits - 1) > 16 {
                 return Err("invalid chunk size");
             }
             let rest = &line[digits..];
@@ -788,7 +845,9 @@ fn step_chunk(buf: &mut BytesMut, chunk: Chunk) -> Result<ChunkStep, &'static st
             if !rest_ok {
                 return Err("invalid chunk size");
             }
-            let hex = std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?;
+            let start = zeros.min(digits - 1);
+            let hex =
+                std::str::from_utf8(&line[start..digits]).map_err(|_| "invalid chunk size")?;
             let size = u64::from_str_radix(hex, 16).map_err(|_| "invalid chunk size")?;
             buf.advance(lf + 1);
             Ok(ChunkStep::Next(if size == 0 {

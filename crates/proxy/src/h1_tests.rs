@@ -213,6 +213,10 @@ async fn malformed_answers_fail_clearly() {
     for (answer, why) in [
         (&b"HTTP/1.1 abc OK\r\n\r\n"[..], "invalid response"),
         (&b"NOT HTTP\r\n\r\n"[..], "invalid response head"),
+        (
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5, 7\r\n\r\n"[..],
+            "invalid content-length",
+        ),
     ] {
         let (conn, _server) = scripted(vec![answer]).await;
         match conn.send(get("/")).await {
@@ -378,6 +382,12 @@ fn chunk_decoder_steps() {
     }
     assert_eq!(data, b"0123456789");
     assert!(buf.is_empty());
+    // Leading zeros do not count against the 64-bit limit.
+    let mut buf = BytesMut::from(&b"00000000000000000000a\r\n"[..]);
+    assert!(matches!(
+        step_chunk(&mut buf, Chunk::Size),
+        Ok(ChunkStep::Next(Chunk::Data(10)))
+    ));
     for bad in [
         &b"\r\n"[..],
         b"-1\r\n",
@@ -463,5 +473,60 @@ async fn a_request_with_a_body_is_not_given_back_after_it_went_out() {
         Err(SendError::Failed(w)) => assert!(w.contains("closed"), "{w}"),
         _ => panic!("a POST must not come back for a resend"),
     }
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_early_success_answer_still_gets_the_whole_body() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        // Answer before the body, then echo the body as it comes.
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n")
+            .await
+            .unwrap();
+        while !seen.ends_with(b"abcdef") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "body cut short: {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"abcdef").await.unwrap();
+        let _ = s.read(&mut buf).await;
+    });
+    let conn = Conn::new(
+        TcpStream::connect(addr).await.unwrap(),
+        Arc::default(),
+        None,
+    );
+    let (tx, body) = chan_body(vec![b"abc"]);
+    let mut req = post(body);
+    req.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("6"));
+    let feeder = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tx.send(Bytes::from_static(b"def")).await.unwrap();
+    });
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send_ok(conn, req))
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let echoed = tokio::time::timeout(std::time::Duration::from_secs(10), collect(&mut body))
+        .await
+        .expect("the upstream never got the whole body");
+    assert_eq!(echoed.0, b"abcdef");
+    feeder.await.unwrap();
+    drop(body);
     server.await.unwrap();
 }

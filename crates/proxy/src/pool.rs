@@ -132,6 +132,10 @@ pub fn linger(
                 (None, Some(body)) => body,
                 (None, None) => return None,
             };
+            // Read to close, `Connection: close`, an upgrade: nothing to keep.
+            if !body.reusable() {
+                return None;
+            }
             let mut left = LINGER_BYTES;
             while let Some(frame) = std::future::poll_fn(|cx| body.poll_frame(cx)).await {
                 if let Some(data) = frame.ok()?.data_ref() {
