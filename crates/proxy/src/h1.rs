@@ -16,7 +16,7 @@
 //! 101 are skipped. A 101 hands the socket over for a tunnel.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -322,7 +322,7 @@ impl Conn {
         } = head;
         let mut keep_alive = request_complete
             && version == Version::HTTP_11
-            && !has_token(&headers, &CONNECTION, "close");
+            && !crate::headers::has_token(&headers, &CONNECTION, "close");
         let state = if status == StatusCode::SWITCHING_PROTOCOLS {
             keep_alive = false;
             BodyState::Upgrade
@@ -443,7 +443,8 @@ impl Sending {
                     self.sent += data.len() as u64;
                     match self.framing {
                         ReqFraming::Chunked => {
-                            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                            // Writing into a Vec cannot fail.
+                            let _ = write!(out, "{:x}\r\n", data.len());
                             out.extend_from_slice(&data);
                             out.extend_from_slice(b"\r\n");
                         }
@@ -518,7 +519,8 @@ fn encode_head(parts: &http::request::Parts, framing: ReqFraming, out: &mut Vec<
     }
     match framing {
         ReqFraming::Length(n) if !parts.headers.contains_key(CONTENT_LENGTH) => {
-            out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "content-length: {n}\r\n");
         }
         ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
@@ -618,15 +620,6 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
         }
     }
     Ok(found)
-}
-
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 fn last_coding_is_chunked(headers: &HeaderMap) -> bool {

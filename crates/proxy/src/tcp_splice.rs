@@ -164,18 +164,26 @@ mod tests {
         (a.unwrap(), b.unwrap().0)
     }
 
+    /// The relay between the balancer's two sockets, on a task.
+    fn spawn_splice(
+        lb_client: TcpStream,
+        lb_upstream: TcpStream,
+        idle: Duration,
+    ) -> tokio::task::JoinHandle<std::io::Result<Ended>> {
+        tokio::spawn(async move {
+            let (rx, tx) = (Counter::noop(), Counter::noop());
+            Splicer::new()
+                .unwrap()
+                .run(&lb_client, &lb_upstream, idle, &rx, &tx)
+                .await
+        })
+    }
+
     #[tokio::test]
     async fn splices_both_ways_and_half_closes() {
         let (mut client, lb_client) = pair().await;
         let (lb_upstream, mut upstream) = pair().await;
-        let rx = Counter::noop();
-        let tx = Counter::noop();
-        let copy = tokio::spawn(async move {
-            Splicer::new()
-                .unwrap()
-                .run(&lb_client, &lb_upstream, Duration::from_secs(5), &rx, &tx)
-                .await
-        });
+        let copy = spawn_splice(lb_client, lb_upstream, Duration::from_secs(5));
         // Several pipes' worth.
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let sent = data.clone();
@@ -201,15 +209,7 @@ mod tests {
     async fn idle_ends_the_splice() {
         let (mut client, lb_client) = pair().await;
         let (lb_upstream, mut upstream) = pair().await;
-        let rx = Counter::noop();
-        let tx = Counter::noop();
-        let idle = Duration::from_millis(300);
-        let copy = tokio::spawn(async move {
-            Splicer::new()
-                .unwrap()
-                .run(&lb_client, &lb_upstream, idle, &rx, &tx)
-                .await
-        });
+        let copy = spawn_splice(lb_client, lb_upstream, Duration::from_millis(300));
         client.write_all(b"x").await.unwrap();
         let mut buf = [0u8; 1];
         upstream.read_exact(&mut buf).await.unwrap();
@@ -225,14 +225,7 @@ mod tests {
     async fn a_reset_upstream_ends_the_splice_with_an_error_or_eof() {
         let (mut client, lb_client) = pair().await;
         let (lb_upstream, upstream) = pair().await;
-        let rx = Counter::noop();
-        let tx = Counter::noop();
-        let copy = tokio::spawn(async move {
-            Splicer::new()
-                .unwrap()
-                .run(&lb_client, &lb_upstream, Duration::from_secs(5), &rx, &tx)
-                .await
-        });
+        let copy = spawn_splice(lb_client, lb_upstream, Duration::from_secs(5));
         drop(upstream);
         client.shutdown().await.unwrap();
         let ended = tokio::time::timeout(Duration::from_secs(5), copy)

@@ -22,12 +22,7 @@ use crate::pool::Pool;
 /// an `Upgrade` header).
 pub fn wants_upgrade(headers: &http::HeaderMap) -> bool {
     headers.contains_key(http::header::UPGRADE)
-        && headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && crate::headers::has_token(headers, &http::header::CONNECTION, "upgrade")
 }
 
 /// Starts copying between the client's upgraded connection and the
