@@ -142,7 +142,10 @@ impl Body for ProxyBody {
 /// What we send upstream: the client's body streamed, or nothing (for a
 /// retried body-less request).
 pub enum RequestBody {
+    /// An HTTP/2 client's body (hyper's server).
     Client(Incoming),
+    /// An HTTP/1.1 client's body (our server, `h1_server`).
+    H1(crate::h1_server::ClientBody),
     Empty,
     /// A body made in a unit test (an `Incoming` cannot be).
     #[cfg(test)]
@@ -160,14 +163,15 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+            RequestBody::H1(b) => b.poll_frame(cx).map_err(BodyError::from),
             RequestBody::Empty => Poll::Ready(None),
             #[cfg(test)]
             RequestBody::Test(b) => b
@@ -181,6 +185,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::H1(b) => b.is_end_stream(),
             RequestBody::Empty => true,
             #[cfg(test)]
             RequestBody::Test(b) => b.is_end_stream(),
@@ -190,6 +195,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Client(b) => b.size_hint(),
+            RequestBody::H1(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
             #[cfg(test)]
             RequestBody::Test(b) => b.size_hint(),

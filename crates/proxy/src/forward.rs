@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use switchyard_config::{GroupProtocol, TargetGroup};
 use switchyard_routing::{PickInput, Snapshot, Target, TargetState};
 
@@ -25,7 +25,7 @@ const STALE_REDOS: u32 = 3;
 #[derive(Default)]
 pub struct Extras {
     /// The client's side of an HTTP/1.1 Upgrade (WebSocket), when asked.
-    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+    pub upgrade: Option<crate::h1_server::OnUpgrade>,
     /// The client sent `te: trailers` (gRPC): restored for h2c targets.
     pub te_trailers: bool,
 }
@@ -179,7 +179,7 @@ fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool) {
 pub async fn forward(
     snap: &Snapshot,
     group: usize,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     input_ip: Option<std::net::IpAddr>,
     mark: RequestMark,
     prefer: Option<&str>,
@@ -198,7 +198,7 @@ pub async fn forward(
         uri: parts.uri.clone(),
         headers: parts.headers.clone(),
     });
-    let mut pending = Some(Request::from_parts(parts, RequestBody::Client(body)));
+    let mut pending = Some(Request::from_parts(parts, body));
     let mut tried: Vec<Arc<Target>> = Vec::new();
     let mut last_err = ProxyError::Unavailable("no healthy target\n");
     let mut last_group = group;

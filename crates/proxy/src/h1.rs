@@ -487,7 +487,7 @@ fn request_framing(headers: &HeaderMap, body: &RequestBody) -> ReqFraming {
     }
 }
 
-fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+pub(crate) fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
@@ -604,7 +604,7 @@ fn starts_interim(buf: &[u8]) -> bool {
     buf.len() < 10 || buf.get(9) == Some(&b'1')
 }
 
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     let mut found = None;
     for v in headers.get_all(CONTENT_LENGTH) {
         for part in v.to_str().map_err(|_| ())?.split(',') {
@@ -622,7 +622,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     Ok(found)
 }
 
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+pub(crate) fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
     headers
         .get_all(TRANSFER_ENCODING)
         .iter()
@@ -633,7 +633,7 @@ fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     Size,
     Data(u64),
     /// The CRLF after a chunk's data.
@@ -658,8 +658,20 @@ pub struct Body {
     keep_alive: bool,
 }
 
+/// Up to `max` buffered bytes as a frame's data.
+pub(crate) fn take_data(buf: &mut BytesMut, max: u64) -> Bytes {
+    let n = buf.len().min(usize::try_from(max).unwrap_or(usize::MAX));
+    if n < COPY_BELOW {
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        data
+    } else {
+        buf.split_to(n).freeze()
+    }
+}
+
 /// Errors of a body in progress.
-fn invalid(msg: &str) -> io::Error {
+pub(crate) fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
 
@@ -723,18 +735,6 @@ impl Body {
         tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
     }
 
-    /// Up to `max` buffered bytes as a frame's data.
-    fn take_data(buf: &mut BytesMut, max: u64) -> Bytes {
-        let n = buf.len().min(usize::try_from(max).unwrap_or(usize::MAX));
-        if n < COPY_BELOW {
-            let data = Bytes::copy_from_slice(&buf[..n]);
-            buf.advance(n);
-            data
-        } else {
-            buf.split_to(n).freeze()
-        }
-    }
-
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         loop {
             let Some(conn) = self.conn.as_mut() else {
@@ -755,7 +755,7 @@ impl Body {
                             ))));
                         }
                     }
-                    let data = Self::take_data(&mut conn.buf, left);
+                    let data = take_data(&mut conn.buf, left);
                     self.state = BodyState::Length(left - data.len() as u64);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
@@ -764,7 +764,7 @@ impl Body {
                         self.state = BodyState::Done;
                         return Poll::Ready(None);
                     }
-                    let data = Self::take_data(&mut conn.buf, u64::MAX);
+                    let data = take_data(&mut conn.buf, u64::MAX);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 BodyState::Chunked(chunk) => match step_chunk(&mut conn.buf, chunk) {
@@ -799,7 +799,7 @@ impl Body {
     }
 }
 
-enum ChunkStep {
+pub(crate) enum ChunkStep {
     /// Need more bytes.
     More,
     Next(Chunk),
@@ -809,7 +809,7 @@ enum ChunkStep {
 }
 
 /// One step of chunked decoding over the buffered bytes.
-fn step_chunk(buf: &mut BytesMut, chunk: Chunk) -> Result<ChunkStep, &'static str> {
+pub(crate) fn step_chunk(buf: &mut BytesMut, chunk: Chunk) -> Result<ChunkStep, &'static str> {
     match chunk {
         Chunk::Size => {
             let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
@@ -853,7 +853,7 @@ fn step_chunk(buf: &mut BytesMut, chunk: Chunk) -> Result<ChunkStep, &'static st
             if buf.is_empty() {
                 return Ok(ChunkStep::More);
             }
-            let data = Body::take_data(buf, left);
+            let data = take_data(buf, left);
             let left = left - data.len() as u64;
             Ok(ChunkStep::Data(
                 data,

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod framing;
 pub mod guard;
 pub mod h1;
+pub mod h1_server;
 pub mod headers;
 pub mod l4;
 pub mod listener;

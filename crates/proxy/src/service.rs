@@ -9,12 +9,11 @@ use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use std::time::Instant;
 use switchyard_routing::{Action, RequestInfo, RequestUrl, Snapshot};
 
 use crate::access_log::Entry;
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, RequestBody};
 use crate::error::{text_response, ProxyError};
 use crate::forward::{forward, Extras, Forwarded};
 use crate::guard::ConnState;
@@ -43,7 +42,7 @@ struct Outcome<'a> {
 }
 
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     ctx: Arc<ConnCtx>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -221,7 +220,7 @@ fn host_is_unambiguous<B>(req: &Request<B>) -> bool {
 async fn forward_split(
     snap: &Snapshot,
     split: &switchyard_routing::Split,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     ctx: &ConnCtx,
     mark: crate::guard::RequestMark,
 ) -> (
@@ -265,7 +264,9 @@ async fn forward_split(
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let extras = Extras {
-        upgrade: upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req)),
+        upgrade: upgrade_to
+            .as_ref()
+            .and_then(|_| req.extensions_mut().remove::<crate::h1_server::OnUpgrade>()),
         te_trailers,
     };
     let (parts, body) = {

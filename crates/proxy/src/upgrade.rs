@@ -1,7 +1,8 @@
 //! HTTP/1.1 Upgrade (WebSocket) pass-through.
 //!
 //! After the target answers 101, the client's connection is handed over by
-//! hyper and the target's socket by our client (`h1`), and bytes are
+//! our server (`h1_server`) and the target's socket by our client (`h1`),
+//! and bytes are
 //! copied both ways until either side closes. The
 //! tunnel holds the target's in-flight mark (a draining target waits for
 //! it, and cuts it at `deregistration_delay`: the task is tracked by the
@@ -9,13 +10,12 @@
 //! idle timeout does not close a quiet WebSocket).
 
 use bytes::Bytes;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use switchyard_routing::InFlight;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::guard::RequestMark;
+use crate::h1_server::OnUpgrade;
 use crate::pool::Pool;
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` and
@@ -45,7 +45,15 @@ pub fn tunnel(
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
+        let read_ahead = client.read_ahead;
+        let mut client = client.io;
+        // What the client sent after its request head is the target's.
+        if !read_ahead.is_empty() {
+            if let Err(e) = upstream.write_all(&read_ahead).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+                return;
+            }
+        }
         if !early.is_empty() {
             if let Err(e) = client.write_all(&early).await {
                 tracing::debug!(error = %e, "upgraded connection ended");
