@@ -88,7 +88,7 @@ enum Outcome {
 }
 
 /// A request at the upstream whose answer has not come yet. Dropped in
-/// that state (the client went away, and hyper dropped our future), an
+/// that state (the client went away, and the server dropped our future), an
 /// HTTP/1.1 exchange goes to `pool::linger` so its connection can be
 /// pooled; `settle` takes it back once the answer is in.
 struct Pending<'a> {
@@ -254,7 +254,7 @@ pub async fn forward(
             (Some(s), _) => Ok(s),
             // Connecting is boxed, here and below: rare (pooled connections
             // serve most requests), and inline its state would size every
-            // request's future (hyper keeps one per client connection).
+            // request's future (one lives in each client connection's task).
             (None, Some(p)) if h2 => {
                 Box::pin(p.h2_or_connect(target.label(), spec.timeouts.connect)).await
             }

@@ -1,17 +1,16 @@
 //! A light HTTP/1.1 request-framing tracker over the raw client bytes.
 //!
-//! hyper resolves `Content-Length` + `Transfer-Encoding` by dropping the
-//! length (RFC 9112 6.3), so by the time a request reaches our service that
-//! ambiguity is invisible. Such a request is the classic smuggling probe, and
-//! we refuse it outright: this tracker follows the framing of each request
-//! (head, then fixed or chunked body) just far enough to see both headers in
-//! one head, and raises a flag the service turns into 400 + close. It also
-//! tells the connection guard whether a request head is partly received,
-//! for the header-read timeout.
+//! It tells the connection guard whether a request head is partly
+//! received, for the header-read timeout. To know where heads start it
+//! follows each request's framing (head, then fixed or chunked body), and
+//! so it also sees `Content-Length` and `Transfer-Encoding` in one head,
+//! the classic smuggling probe. Our server (`h1_server`) refuses those
+//! itself; this tracker's flag, which the service also turns into 400 +
+//! close, is a second, independent check of the same rule.
 //!
 //! When anything looks unusual (HTTP/2 preface, CONNECT, Upgrade, a line it
-//! cannot follow) it stops tracking for the rest of the connection: hyper
-//! still parses and rejects malformed input itself.
+//! cannot follow) it stops tracking for the rest of the connection: the
+//! server still parses and rejects malformed input itself.
 
 /// Bytes of each header line kept for inspection; names we care about and
 /// their values fit easily.

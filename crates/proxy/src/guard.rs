@@ -1,16 +1,17 @@
 //! The client connection's IO wrapper: request framing (smuggling flag) and
-//! the two client timers hyper does not separate.
+//! the two client timers (header read and idle).
 //!
-//! hyper's own `header_read_timeout` also runs while a keep-alive connection
-//! waits for its next request, so it cannot give `timeouts.header_read` 10s
-//! and `timeouts.idle` 60s at once. This wrapper arms one timer:
+//! One timer serves both `timeouts.header_read` (say 10s) and
+//! `timeouts.idle` (say 60s), below the HTTP/1.1 server (ours) and the
+//! HTTP/2 one (hyper's). This wrapper arms it:
 //! - first request: `header_read` from accept (slowloris, silent clients);
 //! - between requests: `idle` from when the last response finished;
 //! - once a head starts arriving: `header_read` from its first byte;
 //! - while any request is in flight: nothing (slow upstreams are
 //!   `timeouts.request`'s business).
 //!
-//! Expiry fails the read with `TimedOut`, and hyper closes the connection.
+//! Expiry fails the read with `TimedOut`, and the server closes the
+//! connection.
 
 use std::future::Future;
 use std::io;
@@ -94,13 +95,13 @@ pub struct GuardedIo<T> {
     head_started: Instant,
     /// Bytes of the first read not yet handed on (see `poll_read`).
     early: Option<BytesMut>,
-    /// Plain TCP: hyper's final `poll_shutdown` is skipped (see there).
+    /// Plain TCP: the server's final `poll_shutdown` is skipped (see there).
     plain_tcp: bool,
 }
 
 /// Size of the first read from a new connection: one read this large
 /// takes a whole typical request head, which `sniff_h2` keeps and hands
-/// on to hyper from memory.
+/// on to the server from memory.
 const FIRST_READ: usize = 4096;
 
 /// What an HTTP/2 prior-knowledge client sends first.
@@ -234,7 +235,7 @@ impl<T: AsyncRead + Unpin> GuardedIo<T> {
     /// Reads the start of a new connection to tell HTTP/2 prior knowledge
     /// (the h2 preface) from HTTP/1.1: `Some(true)` for h2, `None` if the
     /// client closed before sending anything. The bytes read stay here and
-    /// are hyper's first read, so a typical head costs one socket read (as
+    /// are the server's first read, so a typical head costs one socket read (as
     /// opposed to hyper-util's detection: 24 bytes, then the rest).
     pub async fn sniff_h2(&mut self) -> io::Result<Option<bool>> {
         std::future::poll_fn(|cx| loop {
@@ -251,7 +252,7 @@ impl<T: AsyncRead + Unpin> GuardedIo<T> {
             let mut rb = ReadBuf::uninit(&mut chunk);
             match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                    // EOF: whatever came is hyper's to judge.
+                    // EOF: whatever came is the server's to judge.
                     return Poll::Ready(Ok(self.early.as_ref().map(|_| false)));
                 }
                 Poll::Ready(Ok(())) => {
@@ -289,7 +290,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // hyper shuts the write side down just before it drops the
+        // The server shuts the write side down just before it drops the
         // connection, whose close sends the same FIN: on plain TCP that is a
         // syscall per closed connection for nothing. TLS needs it (it sends
         // close_notify), and so does an Upgrade tunnel (a half-close).
@@ -379,7 +380,7 @@ mod tests {
         let head = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(300));
         let (mut io, _) = guarded(head.as_bytes(), true);
         assert_eq!(io.sniff_h2().await.unwrap(), Some(false));
-        // hyper's first read gets the whole head from memory.
+        // The server's first read gets the whole head from memory.
         let mut got = vec![0u8; 8192];
         let n = io.read(&mut got).await.unwrap();
         assert_eq!(&got[..n], head.as_bytes());

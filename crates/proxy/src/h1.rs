@@ -28,7 +28,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
@@ -188,6 +188,10 @@ impl Conn {
             }
         };
         out.drain(..n);
+        if out.is_empty() && framing == ReqFraming::None {
+            // Nothing more to write: no buffer held while the answer comes.
+            out = Vec::new();
+        }
         let written = tokio::time::Instant::now();
         let repeatable = self.reused
             && framing == ReqFraming::None
@@ -294,10 +298,7 @@ impl Conn {
                     None => {}
                 }
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(FIRST_READ);
-            }
-            match self.io.read_buf(&mut self.buf).await {
+            match poll_fn(|cx| read_exact_size(&mut self.io, &mut self.buf, cx)).await {
                 Ok(0) if !heard => return Err(HeadError::Unanswered),
                 Ok(0) => return Err(HeadError::Failed("response head incomplete".into())),
                 Ok(_) => heard = true,
@@ -656,6 +657,22 @@ pub struct Body {
     state: BodyState,
     /// The exchange allows reuse once the body has been read to its end.
     keep_alive: bool,
+}
+
+/// Reads what the socket has through a stack buffer and appends it to
+/// `buf`, which so grows only by what arrived: an exchange waiting for its
+/// answer holds no read buffer (at 1,000 connections, 4 KiB each).
+fn read_exact_size(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    // Uninitialised: no 4 KiB memset per read.
+    let mut chunk = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+    let mut rb = tokio::io::ReadBuf::uninit(&mut chunk);
+    ready!(Pin::new(io).poll_read(cx, &mut rb))?;
+    buf.extend_from_slice(rb.filled());
+    Poll::Ready(Ok(rb.filled().len()))
 }
 
 /// Up to `max` buffered bytes as a frame's data.

@@ -142,17 +142,24 @@ impl ClientBody {
     }
 }
 
-/// Reads more of the connection into `buf`; Ok(0) at end of stream.
-fn poll_fill<T: AsyncRead + Unpin>(
+/// Reads more of the connection into `buf`; the end of the stream is an
+/// error (a request body is never delimited by the close).
+fn poll_more<T: AsyncRead + Unpin>(
     io: &mut T,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
     want: usize,
-) -> Poll<io::Result<usize>> {
+) -> Poll<io::Result<()>> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(want.max(1024));
     }
-    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+    match ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)) {
+        Ok(0) => Poll::Ready(Err(invalid(
+            "client closed the connection before the body ended",
+        ))),
+        Ok(_) => Poll::Ready(Ok(())),
+        Err(e) => Poll::Ready(Err(e)),
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Source for Mutex<Inner<T>> {
@@ -162,9 +169,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Source for Mutex<Inner<T>> {
         if matches!(inner.body, ReqBody::Done | ReqBody::Length(0)) {
             inner.body = ReqBody::Done;
             return Poll::Ready(None);
-        }
-        if inner.body == ReqBody::Failed {
-            return Poll::Ready(Some(Err(invalid("client request body broken"))));
         }
         let Some(io) = inner.io.as_mut() else {
             inner.body = ReqBody::Failed;
@@ -205,18 +209,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Source for Mutex<Inner<T>> {
                 ReqBody::Length(left) => {
                     if buf.is_empty() {
                         let want = usize::try_from(left).unwrap_or(BODY_READ).min(BODY_READ);
-                        match ready!(poll_fill(io, buf, cx, want)) {
-                            Ok(0) => {
-                                inner.body = ReqBody::Failed;
-                                return Poll::Ready(Some(Err(invalid(
-                                    "client closed the connection before the body ended",
-                                ))));
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                inner.body = ReqBody::Failed;
-                                return Poll::Ready(Some(Err(e)));
-                            }
+                        if let Err(e) = ready!(poll_more(io, buf, cx, want)) {
+                            inner.body = ReqBody::Failed;
+                            return Poll::Ready(Some(Err(e)));
                         }
                     }
                     let data = take_data(buf, left);
@@ -242,18 +237,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Source for Mutex<Inner<T>> {
                             inner.body = ReqBody::Failed;
                             return Poll::Ready(Some(Err(invalid("chunk framing too long"))));
                         }
-                        match ready!(poll_fill(io, buf, cx, BODY_READ)) {
-                            Ok(0) => {
-                                inner.body = ReqBody::Failed;
-                                return Poll::Ready(Some(Err(invalid(
-                                    "client closed the connection before the body ended",
-                                ))));
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                inner.body = ReqBody::Failed;
-                                return Poll::Ready(Some(Err(e)));
-                            }
+                        if let Err(e) = ready!(poll_more(io, buf, cx, BODY_READ)) {
+                            inner.body = ReqBody::Failed;
+                            return Poll::Ready(Some(Err(e)));
                         }
                     }
                 },

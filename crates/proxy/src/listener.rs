@@ -160,8 +160,9 @@ async fn serve_client<T>(
     let svc = service_fn(move |req: Request<Incoming>| {
         handle(req.map(RequestBody::Client), Arc::clone(&ctx))
     });
-    let conn = h2.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
+    // Boxed: inline, hyper's HTTP/2 connection state would size the task
+    // of every client connection, HTTP/1.1 ones included.
+    let mut conn = Box::pin(h2.serve_connection(TokioIo::new(io), svc));
     let result = tokio::select! {
         r = conn.as_mut() => r,
         () = stopped(&mut stop) => {

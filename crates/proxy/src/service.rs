@@ -1,5 +1,5 @@
 //! The per-request path: route -> action -> forward, as one straight-line
-//! async fn behind hyper's `service_fn`.
+//! async fn called by our HTTP/1.1 server and hyper's HTTP/2 one.
 
 use std::convert::Infallible;
 use std::net::IpAddr;

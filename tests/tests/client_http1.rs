@@ -1,0 +1,216 @@
+//! HTTP/1.x towards clients, as our own server (`h1_server`) speaks it:
+//! keep-alive after a body nobody read, HTTP/1.0 clients, responses of
+//! unknown length, and bytes that follow an Upgrade request.
+
+// Test helpers: a panic is how a failed expectation is reported.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use switchyard_testkit::FakeUpstream;
+use switchyard_tests::{Cfg, Group, RawConn, Urls, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A raw upstream on loopback: `serve` runs for each accepted connection.
+async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+    addr
+}
+
+/// An upstream that answers every request with a chunked body of unknown
+/// length ("hello world" in two chunks), keeping the connection open.
+async fn chunked_upstream() -> SocketAddr {
+    raw_upstream(|mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = find(&buf, b"\r\n\r\n") {
+                buf.drain(..end + 4);
+                let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                                       6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+}
+
+/// An upstream that answers 101 to the first request and then echoes
+/// every byte after that request's head, including bytes that came with it.
+async fn raw_upgrade_echo() -> SocketAddr {
+    raw_upstream(|mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                break end;
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let extra = buf.split_off(end + 4);
+        let head =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n";
+        if s.write_all(head).await.is_err() || s.write_all(&extra).await.is_err() {
+            return;
+        }
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_request_body_answered_without_being_read_does_not_cost_the_connection() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = Cfg::new()
+        .listener(
+            "web",
+            "- name: down\n  match: { path_prefix: /down }\n  \
+             fixed_response: { status: 503, body: \"down\" }\n\
+             - name: rest\n  forward: { target_group: g }",
+        )
+        .group(Group::new("g", &[up.addr()]))
+        .start()
+        .await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    // The body comes with its head, and the next request right after it.
+    conn.send(
+        b"POST /down HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    let first = conn.response(WAIT).await.unwrap();
+    assert_eq!((first.status, first.body_text().as_str()), (503, "down"));
+    let second = conn.response(WAIT).await.unwrap();
+    assert_eq!((second.status, second.body_text().as_str()), (200, "up"));
+    // The unread body was skipped, never taken for a request.
+    assert_eq!(up.requests(), 1);
+    assert_eq!(up.last_request().map(|r| r.uri).as_deref(), Some("/after"));
+}
+
+#[tokio::test]
+async fn http_1_0_clients_keep_their_connection_only_when_they_ask() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = Cfg::simple(&[up.addr()]).start().await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    for path in ["/one", "/two"] {
+        let req = format!("GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        conn.send(req.as_bytes()).await;
+        let res = conn.response(WAIT).await.unwrap();
+        assert_eq!((res.status, res.body_text().as_str()), (200, "up"));
+        assert_eq!(res.header("connection"), Some("keep-alive"), "{}", res.head);
+        assert!(res.header("transfer-encoding").is_none(), "{}", res.head);
+    }
+    assert_eq!(up.requests(), 2);
+    // Without asking: one response, then the close.
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(b"GET /three HTTP/1.0\r\n\r\n").await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!(res.status, 200);
+    conn.closed_within(WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_is_chunked_for_http_1_1_and_ends_with_the_close_for_1_0() {
+    let up = chunked_upstream().await;
+    let lb = Cfg::simple(&[up]).start().await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!(
+        res.header("transfer-encoding"),
+        Some("chunked"),
+        "{}",
+        res.head
+    );
+    assert_eq!(res.body_text(), "hello world");
+    // Still open for the next request.
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(
+        conn.response(WAIT).await.unwrap().body_text(),
+        "hello world"
+    );
+
+    // HTTP/1.0 knows no chunked encoding: the close ends the body.
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert!(res.header("transfer-encoding").is_none(), "{}", res.head);
+    assert!(res.header("content-length").is_none(), "{}", res.head);
+    assert_eq!(res.body_text(), "hello world");
+}
+
+#[tokio::test]
+async fn bytes_sent_with_an_upgrade_request_reach_the_target() {
+    let up = raw_upgrade_echo().await;
+    let lb = Cfg::simple(&[up]).start().await;
+    let mut s = TcpStream::connect(lb.listen_addr()).await.unwrap();
+    // A client that does not wait for the 101 before its first bytes.
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nping")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let after_head = loop {
+        if let Some(end) = find(&got, b"\r\n\r\n") {
+            if got.len() >= end + 4 + 4 {
+                break got.split_off(end + 4);
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no echo; got {:?}", String::from_utf8_lossy(&got)))
+            .unwrap();
+        assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    };
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(after_head, b"ping");
+    // And the tunnel carries on.
+    s.write_all(b"pong").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(WAIT, s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"pong");
+}
