@@ -297,6 +297,12 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
         buf,
         &mut fields,
     ) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Err((
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large\n",
+            ))
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -465,9 +471,22 @@ async fn write_all<T: AsyncWrite + Unpin>(
     let total: usize = parts.iter().map(|p| p.len()).sum();
     poll_fn(|cx| {
         let mut guard = lock(link);
-        let Some(io) = guard.io.as_mut() else {
+        let inner = &mut *guard;
+        let Some(io) = inner.io.as_mut() else {
             return Poll::Ready(Err(closed()));
         };
+        // A `100 Continue` not begun is no longer owed (it would now be
+        // read as the answer); one begun is finished first.
+        while let Some(sent) = inner.continue_sent {
+            if sent == 0 || sent == CONTINUE.len() {
+                inner.continue_sent = None;
+                break;
+            }
+            match ready!(Pin::new(&mut *io).poll_write(cx, &CONTINUE[sent..]))? {
+                0 => return Poll::Ready(Err(closed())),
+                n => inner.continue_sent = Some(sent + n),
+            }
+        }
         while done < total {
             let mut skip = done;
             let mut slices = [IoSlice::new(&[]); 3];
@@ -824,5 +843,143 @@ where
     let io = lock(&link).io.take();
     if let Some(mut io) = io {
         let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Result<Option<Parsed>, Refusal> {
+        parse_request(&mut BytesMut::from(bytes))
+    }
+
+    fn status_of(bytes: &[u8]) -> StatusCode {
+        match parse(bytes) {
+            Err((status, _)) => status,
+            Ok(p) => panic!("accepted: {:?}", p.map(|p| p.0)),
+        }
+    }
+
+    #[test]
+    fn a_head_is_parsed_with_its_body_framing_and_the_rest_left_for_later() {
+        let mut buf = BytesMut::from(
+            &b"POST /up?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabcGET"[..],
+        );
+        let (parts, body, expects) = parse_request(&mut buf).unwrap().unwrap();
+        assert_eq!(parts.method, Method::POST);
+        assert_eq!(parts.uri, "/up?x=1");
+        assert_eq!(parts.headers["host"], "a");
+        assert_eq!(body, ReqBody::Length(3));
+        assert!(expects);
+        assert_eq!(
+            &buf[..],
+            b"abcGET",
+            "the body and what follows stay buffered"
+        );
+        // Incomplete: nothing consumed.
+        let mut part = BytesMut::from(&b"GET / HTTP/1.1\r\nHost:"[..]);
+        assert!(parse_request(&mut part).unwrap().is_none());
+        assert_eq!(part.len(), 21);
+        // Chunked; no 100-continue owed without a body.
+        let (_, body, _) = parse(b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(body, ReqBody::Chunked(Chunk::Size));
+        let (_, body, expects) = parse(b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((body, expects), (ReqBody::Done, false));
+    }
+
+    #[test]
+    fn ambiguous_or_unsupported_framing_is_refused() {
+        let bad = StatusCode::BAD_REQUEST;
+        assert_eq!(
+            status_of(
+                b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            bad
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            bad
+        );
+        assert_eq!(
+            status_of(b"GET / HTTP/2.0\r\n\r\n"),
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED
+        );
+        assert_eq!(status_of(b"NOT HTTP AT ALL\r\n\r\n"), bad);
+    }
+
+    #[test]
+    fn heads_over_the_limits_get_431_even_when_they_arrive_whole() {
+        let big = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(
+            status_of(big.as_bytes()),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let head = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            status_of(head.as_bytes()),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn response_heads_state_framing_and_keep_alive_for_the_client() {
+        let meta = |http10, head| Meta {
+            keep_alive: true,
+            http10,
+            head,
+            upgrade: None,
+        };
+        let encode = |resp: &Response<ProxyBody>, m: &Meta| {
+            let mut out = Vec::new();
+            let (framing, keep) = encode_head(resp, m, true, &mut out);
+            (framing, keep, String::from_utf8(out).unwrap())
+        };
+        let mut resp = Response::new(ProxyBody::full(Bytes::from_static(b"hello")));
+        resp.headers_mut()
+            .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        let (framing, keep, text) = encode(&resp, &meta(false, false));
+        assert_eq!((framing, keep), (Framing::Length(5), true));
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("content-length: 5\r\n"), "{text}");
+        assert!(!text.contains("transfer-encoding"), "{text}");
+        assert!(text.contains("date: "), "{text}");
+        // HTTP/1.0 keep-alive is stated; HEAD keeps the length, sends no body.
+        let (framing, _, text) = encode(&resp, &meta(true, true));
+        assert_eq!(framing, Framing::None);
+        assert!(text.contains("connection: keep-alive\r\n"), "{text}");
+        assert!(text.contains("content-length: 5\r\n"), "{text}");
+        // The service asking for a close is honoured and said.
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        let (_, keep, text) = encode(&resp, &meta(false, false));
+        assert!(!keep);
+        assert_eq!(text.matches("connection: close").count(), 1, "{text}");
+        // 204 gets no framing headers at all.
+        let mut empty = Response::new(ProxyBody::empty());
+        *empty.status_mut() = StatusCode::NO_CONTENT;
+        let (framing, _, text) = encode(&empty, &meta(false, false));
+        assert_eq!(framing, Framing::None);
+        assert!(!text.contains("content-length"), "{text}");
     }
 }
