@@ -122,6 +122,36 @@ async fn a_request_body_answered_without_being_read_does_not_cost_the_connection
 }
 
 #[tokio::test]
+async fn a_request_body_still_on_its_way_when_answered_closes_the_connection_with_notice() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = Cfg::new()
+        .listener(
+            "web",
+            "- name: down\n  match: { path_prefix: /down }\n  \
+             fixed_response: { status: 503, body: \"down\" }\n\
+             - name: tea\n  match: { path_prefix: /early }\n  \
+             fixed_response: { status: 103, body: \"\" }\n\
+             - name: rest\n  forward: { target_group: g }",
+        )
+        .group(Group::new("g", &[up.addr()]))
+        .start()
+        .await;
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    // 100 KB announced, 10 bytes sent: the answer does not wait for the rest.
+    conn.send(b"POST /down HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789")
+        .await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!((res.status, res.body_text().as_str()), (503, "down"));
+    assert_eq!(res.header("connection"), Some("close"), "{}", res.head);
+    conn.closed_within(WAIT).await.unwrap();
+    // An interim status can never be the answer: the client is not left waiting.
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(b"GET /early HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(conn.response(WAIT).await.unwrap().status, 500);
+    assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test]
 async fn http_1_0_clients_keep_their_connection_only_when_they_ask() {
     let up = FakeUpstream::builder("up").start().await;
     let lb = Cfg::simple(&[up.addr()]).start().await;

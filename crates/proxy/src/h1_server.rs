@@ -27,7 +27,7 @@ use std::io::{self, IoSlice, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
@@ -57,6 +57,8 @@ const WRITE_GATHER: usize = 16 * 1024;
 /// A response head buffer grown past this is not kept between requests.
 const KEEP_OUT: usize = 4096;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Unread request bytes discarded at most before a close (see `serve`).
+const DISCARD_MAX: usize = 256 * 1024;
 
 /// What an upgraded connection is: the client's stream, whatever its type.
 pub trait UpgradedIo: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -106,8 +108,26 @@ struct Inner<T> {
     /// requests. Freed when empty between requests.
     buf: BytesMut,
     body: ReqBody,
+    /// Which request `body` belongs to. A body can outlive its response
+    /// (hyper's HTTP/2 client streams it from a task of its own); once the
+    /// connection has moved on, that reader gets an error, never the next
+    /// request's bytes.
+    generation: u64,
+    /// The body reader's waker: woken when the connection moves on or
+    /// closes (dropping the socket wakes nobody), so it learns it is over.
+    reader: Option<Waker>,
     /// `100 Continue` owed before the body is read: bytes of it sent.
     continue_sent: Option<usize>,
+}
+
+impl<T> Inner<T> {
+    /// The current request's body is over for whoever still reads it.
+    fn move_on(&mut self) {
+        self.generation += 1;
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
 }
 
 type Link<T> = Arc<Mutex<Inner<T>>>;
@@ -123,22 +143,29 @@ fn closed() -> io::Error {
 /// A request body read from the client connection, type-erased over the
 /// stream (plain TCP or TLS).
 pub(crate) trait Source: Send + Sync {
-    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>>;
-    fn hint(&self) -> (bool, SizeHint);
+    fn poll_body(
+        &self,
+        generation: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>>;
+    fn hint(&self, generation: u64) -> (bool, SizeHint);
 }
 
 /// The body of a request received by this server.
-pub struct ClientBody(Arc<dyn Source>);
+pub struct ClientBody {
+    source: Arc<dyn Source>,
+    generation: u64,
+}
 
 impl ClientBody {
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
-        self.0.poll_body(cx)
+        self.source.poll_body(self.generation, cx)
     }
     pub fn is_end_stream(&self) -> bool {
-        self.0.hint().0
+        self.source.hint(self.generation).0
     }
     pub fn size_hint(&self) -> SizeHint {
-        self.0.hint().1
+        self.source.hint(self.generation).1
     }
 }
 
@@ -163,9 +190,25 @@ fn poll_more<T: AsyncRead + Unpin>(
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Source for Mutex<Inner<T>> {
-    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+    fn poll_body(
+        &self,
+        generation: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         let mut guard = lock(self);
         let inner = &mut *guard;
+        if generation != inner.generation {
+            return Poll::Ready(Some(Err(invalid(
+                "the client connection moved on before the request body was read",
+            ))));
+        }
+        if !inner
+            .reader
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            inner.reader = Some(cx.waker().clone());
+        }
         if matches!(inner.body, ReqBody::Done | ReqBody::Length(0)) {
             inner.body = ReqBody::Done;
             return Poll::Ready(None);
@@ -247,8 +290,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Source for Mutex<Inner<T>> {
         }
     }
 
-    fn hint(&self) -> (bool, SizeHint) {
-        match lock(self).body {
+    fn hint(&self, generation: u64) -> (bool, SizeHint) {
+        let inner = lock(self);
+        if generation != inner.generation {
+            return (true, SizeHint::with_exact(0));
+        }
+        match inner.body {
             ReqBody::Done | ReqBody::Length(0) => (true, SizeHint::with_exact(0)),
             ReqBody::Length(n) => (false, SizeHint::with_exact(n)),
             _ => (false, SizeHint::default()),
@@ -270,6 +317,8 @@ struct Meta {
     keep_alive: bool,
     http10: bool,
     head: bool,
+    /// CONNECT: a 2xx answer starts a tunnel and has no body framing.
+    connect: bool,
     upgrade: Option<oneshot::Sender<Upgraded>>,
 }
 
@@ -374,28 +423,46 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
     Ok(Some((parts, body, expects)))
 }
 
+/// Whether `bytes` hold an empty line (CRLF CRLF, or bare LFs, which the
+/// parser also accepts).
+fn head_may_end(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n')))
+}
+
 /// Reads the next request head, parses it and sets the connection up for
 /// its body.
 async fn read_head<T>(link: &Link<T>) -> HeadRead
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Bytes already searched for the blank line: a head arriving in many
+    // small pieces is parsed once it is whole, not once per piece.
+    let mut scanned = 0usize;
     let parsed = poll_fn(|cx| {
         let mut guard = lock(link);
         let inner = &mut *guard;
         loop {
-            if !inner.buf.is_empty() {
+            // The first try parses at once (a head usually comes whole);
+            // after a partial one, only new bytes that may end it count.
+            let from = scanned.saturating_sub(3);
+            let worth = !inner.buf.is_empty() && (scanned == 0 || head_may_end(&inner.buf[from..]));
+            if worth {
                 match parse_request(&mut inner.buf) {
                     Ok(Some(p)) => return Poll::Ready(Ok(p)),
-                    Ok(None) if inner.buf.len() >= MAX_HEAD_BYTES => {
-                        return Poll::Ready(Err(Some((
-                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            "request head too large\n",
-                        ))))
-                    }
-                    Ok(None) => {}
+                    Ok(None) => scanned = inner.buf.len(),
                     Err(bad) => return Poll::Ready(Err(Some(bad))),
                 }
+            } else if scanned > 0 {
+                scanned = inner.buf.len();
+            }
+            if inner.buf.len() >= MAX_HEAD_BYTES {
+                return Poll::Ready(Err(Some((
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large\n",
+                ))));
             }
             let Some(io) = inner.io.as_mut() else {
                 return Poll::Ready(Err(None));
@@ -439,6 +506,7 @@ where
     });
     let body = {
         let mut inner = lock(link);
+        inner.move_on();
         inner.body = body;
         inner.continue_sent = expects.then_some(0);
         if inner.buf.is_empty() {
@@ -450,13 +518,17 @@ where
             RequestBody::Empty
         } else {
             let source: Arc<dyn Source> = Arc::clone(link) as Arc<dyn Source>;
-            RequestBody::H1(ClientBody(source))
+            RequestBody::H1(ClientBody {
+                source,
+                generation: inner.generation,
+            })
         }
     };
     let meta = Meta {
         keep_alive,
         http10,
         head: parts.method == Method::HEAD,
+        connect: parts.method == Method::CONNECT,
         upgrade,
     };
     HeadRead::Request(Box::new(Request::from_parts(parts, body)), meta)
@@ -558,10 +630,11 @@ fn encode_head(
     let status = resp.status();
     let headers = resp.headers();
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
-    let bodiless = meta.head
-        || status.is_informational()
+    // RFC 9110 8.6: no Content-Length in these at all.
+    let no_length = status.is_informational()
         || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+        || (meta.connect && status.is_success());
+    let bodiless = meta.head || no_length || status == StatusCode::NOT_MODIFIED;
     let hint = resp.body().size_hint().exact();
     let framing = if bodiless {
         Framing::None
@@ -586,10 +659,11 @@ fn encode_head(
         let ours = name == TRANSFER_ENCODING
             || (name == CONNECTION && !upgrade)
             || (name == CONTENT_LENGTH
-                && matches!(
-                    framing,
-                    Framing::Length(_) | Framing::Chunked | Framing::Close
-                ));
+                && (no_length
+                    || matches!(
+                        framing,
+                        Framing::Length(_) | Framing::Chunked | Framing::Close
+                    )));
         if !ours {
             push_field(out, name, value);
         }
@@ -709,7 +783,14 @@ where
                 if let (Framing::Chunked, Ok(trailers)) = (framing, frame.into_trailers()) {
                     out.extend_from_slice(b"0\r\n");
                     for (name, value) in &trailers {
-                        push_field(out, name, value);
+                        // Framing, routing and connection fields have no
+                        // place in a trailer section (RFC 9110 6.5.1).
+                        if !crate::headers::is_hop_by_hop(name)
+                            && name != CONTENT_LENGTH
+                            && name != http::header::HOST
+                        {
+                            push_field(out, name, value);
+                        }
                     }
                     out.extend_from_slice(b"\r\n");
                     write_all(link, &[out]).await?;
@@ -761,6 +842,8 @@ where
         io: Some(io),
         buf: BytesMut::new(),
         body: ReqBody::Done,
+        generation: 0,
+        reader: None,
         continue_sent: None,
     }));
     let mut out = Vec::new();
@@ -784,6 +867,7 @@ where
                     keep_alive: false,
                     http10: false,
                     head: false,
+                    connect: false,
                     upgrade: None,
                 };
                 out.clear();
@@ -796,16 +880,33 @@ where
                 break;
             }
         };
-        let resp = match handle(*req, Arc::clone(&ctx)).await {
+        let mut resp = match handle(*req, Arc::clone(&ctx)).await {
             Ok(r) => r,
             Err(never) => match never {},
         };
+        let upgrading = resp.status() == StatusCode::SWITCHING_PROTOCOLS && meta.upgrade.is_some();
+        if resp.status().is_informational() && !upgrading {
+            // An interim status as the answer (a 1xx fixed response, a 101
+            // nobody asked for) would leave the client waiting for the
+            // final one: 500, as hyper's server did.
+            resp = crate::error::text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "interim status as a final answer\n",
+            );
+        }
         // A stop during the request: this response is the last.
         if !stopping {
             stopping = poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx).is_ready())).await;
         }
-        let upgrading = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let kept = respond(&link, resp, &meta, meta.keep_alive && !stopping, &mut out).await;
+        // A body nobody reads any more (a fixed answer, a 404, an upstream
+        // that answered early): skipped if it has all arrived, else the
+        // response says the connection closes after it.
+        let unread = {
+            let mut inner = lock(&link);
+            Arc::strong_count(&link) == 1 && !body_finished(&mut inner)
+        };
+        let keep = meta.keep_alive && !stopping && !unread;
+        let kept = respond(&link, resp, &meta, keep, &mut out).await;
         if out.capacity() > KEEP_OUT {
             out = Vec::new();
         }
@@ -813,6 +914,7 @@ where
             Ok(_) if upgrading => {
                 if let Some(tx) = meta.upgrade.take() {
                     let mut inner = lock(&link);
+                    inner.move_on();
                     if let Some(io) = inner.io.take() {
                         let read_ahead = inner.buf.split().freeze();
                         let _ = tx.send(Upgraded {
@@ -839,11 +941,33 @@ where
             }
         }
     }
-    // Close: TLS sends close_notify (plain TCP's FIN comes with the drop).
-    let io = lock(&link).io.take();
-    if let Some(mut io) = io {
-        let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+    let (io, unread) = {
+        let mut inner = lock(&link);
+        inner.move_on();
+        (inner.io.take(), inner.body != ReqBody::Done)
+    };
+    let Some(mut io) = io else {
+        return;
+    };
+    if unread {
+        // Closing a socket with unread input sends a reset, which can
+        // destroy the response before the client reads it: discard what
+        // has arrived (without waiting, bounded) first.
+        let mut discarded = 0usize;
+        poll_fn(|cx| loop {
+            let mut chunk = [MaybeUninit::<u8>::uninit(); HEAD_READ];
+            let mut rb = ReadBuf::uninit(&mut chunk);
+            match Pin::new(&mut io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if !rb.filled().is_empty() && discarded < DISCARD_MAX => {
+                    discarded += rb.filled().len();
+                }
+                _ => return Poll::Ready(()),
+            }
+        })
+        .await;
     }
+    // TLS sends close_notify (plain TCP's FIN comes with the drop).
+    let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
 }
 
 #[cfg(test)]
@@ -890,6 +1014,50 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((body, expects), (ReqBody::Done, false));
+    }
+
+    #[tokio::test]
+    async fn a_body_reader_left_behind_is_woken_and_told_once_the_connection_moves_on() {
+        let (client, server) = tokio::io::duplex(1024);
+        let link: Link<tokio::io::DuplexStream> = Arc::new(Mutex::new(Inner {
+            io: Some(server),
+            buf: BytesMut::new(),
+            body: ReqBody::Length(10),
+            generation: 1,
+            reader: None,
+            continue_sent: None,
+        }));
+        let mut body = ClientBody {
+            source: Arc::clone(&link) as Arc<dyn Source>,
+            generation: 1,
+        };
+        // A reader in a task of its own (as hyper's HTTP/2 client has),
+        // waiting for body bytes that will not come.
+        let reader = tokio::spawn(async move {
+            poll_fn(|cx| body.poll_frame(cx))
+                .await
+                .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        });
+        let parked = std::time::Instant::now();
+        while lock(&link).reader.is_none() {
+            assert!(parked.elapsed() < std::time::Duration::from_secs(5));
+            tokio::task::yield_now().await;
+        }
+        // The next request's head comes in (or the connection closes).
+        {
+            let mut inner = lock(&link);
+            inner.move_on();
+            inner.body = ReqBody::Length(5);
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .expect("the reader was never woken")
+            .unwrap();
+        assert!(
+            matches!(&got, Some(Err(e)) if e.contains("moved on")),
+            "{got:?}"
+        );
+        drop(client);
     }
 
     #[test]
@@ -948,6 +1116,7 @@ mod tests {
             keep_alive: true,
             http10,
             head,
+            connect: false,
             upgrade: None,
         };
         let encode = |resp: &Response<ProxyBody>, m: &Meta| {
@@ -978,7 +1147,19 @@ mod tests {
         // 204 gets no framing headers at all.
         let mut empty = Response::new(ProxyBody::empty());
         *empty.status_mut() = StatusCode::NO_CONTENT;
+        empty
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         let (framing, _, text) = encode(&empty, &meta(false, false));
+        assert_eq!(framing, Framing::None);
+        assert!(!text.contains("content-length"), "{text}");
+        // Nor does a 2xx to CONNECT: a tunnel follows, not a body.
+        *empty.status_mut() = StatusCode::OK;
+        let connect = Meta {
+            connect: true,
+            ..meta(false, false)
+        };
+        let (framing, _, text) = encode(&empty, &connect);
         assert_eq!(framing, Framing::None);
         assert!(!text.contains("content-length"), "{text}");
     }

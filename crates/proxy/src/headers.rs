@@ -20,16 +20,19 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
+/// Whether `name` is one of the fixed hop-by-hop headers.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.as_str().len() == h.len() && name == *h)
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names first: most messages carry none of these
     // (standard names compare as enum tags), and then nothing is hashed.
-    let any = headers.keys().any(|k| {
-        HOP_BY_HOP
-            .iter()
-            .any(|h| k.as_str().len() == h.len() && k == *h)
-    });
+    let any = headers.keys().any(is_hop_by_hop);
     if !any {
         return;
     }
