@@ -244,3 +244,59 @@ async fn bytes_sent_with_an_upgrade_request_reach_the_target() {
         .unwrap();
     assert_eq!(&echo, b"pong");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
+    // A target that streams without end, and says when its stream is cut.
+    let (cut_tx, mut cut_rx) = tokio::sync::mpsc::channel::<()>(4);
+    let up = raw_upstream(move |mut s| {
+        let cut_tx = cut_tx.clone();
+        async move {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while find(&head, b"\r\n\r\n").is_none() {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let piece = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+            if s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            while s.write_all(piece.as_bytes()).await.is_ok() {}
+            let _ = cut_tx.send(()).await;
+        }
+    })
+    .await;
+    let lb = Cfg::new()
+        .listener_with(
+            "web",
+            "timeouts: { header_read: 10s, idle: 1s }",
+            "- name: all\n  forward: { target_group: g }",
+        )
+        .group(Group::new("g", &[up]))
+        .start()
+        .await;
+    let mut s = TcpStream::connect(lb.listen_addr()).await.unwrap();
+    s.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // This client never reads. Once the socket buffers are full, the
+    // balancer's write waits; after the idle timeout it gives up, and the
+    // target's stream is cut.
+    let started = Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(20), cut_rx.recv())
+        .await
+        .expect("the target kept streaming to a client that never reads")
+        .unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "cut before the idle timeout: {:?}",
+        started.elapsed()
+    );
+    drop(s);
+}

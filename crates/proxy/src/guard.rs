@@ -135,6 +135,11 @@ impl<T> GuardedIo<T> {
         }
     }
 
+    /// The listener's idle timeout this connection runs with.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
     fn on_bytes(&mut self, bytes: &[u8]) {
         let was_mid_head = self.framing.head_in_progress();
         self.framing.feed(bytes);

@@ -118,6 +118,10 @@ struct Inner<T> {
     reader: Option<Waker>,
     /// `100 Continue` owed before the body is read: bytes of it sent.
     continue_sent: Option<usize>,
+    /// How long a write may wait for the client to read (the listener's
+    /// idle timeout): a client that stops reading does not hold its
+    /// connection, its upstream exchange and a draining target forever.
+    stall: std::time::Duration,
 }
 
 impl<T> Inner<T> {
@@ -534,8 +538,33 @@ where
     HeadRead::Request(Box::new(Request::from_parts(parts, body)), meta)
 }
 
-/// Writes all of `parts` in order (vectored where the stream can).
+/// Writes all of `parts` in order, failing if the client holds the write
+/// up for longer than the listener's idle timeout (it stopped reading).
 async fn write_all<T: AsyncWrite + Unpin>(
+    link: &Mutex<Inner<T>>,
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    let mut write = std::pin::pin!(write_parts(link, parts));
+    // Most writes complete at once: a timer only for one that waits.
+    if let Poll::Ready(r) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return r;
+    }
+    let stall = lock(link).stall;
+    match tokio::time::timeout(stall, write).await {
+        Ok(r) => r,
+        Err(_) => Err(stalled()),
+    }
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "client stopped reading: idle timeout while writing",
+    )
+}
+
+/// Writes all of `parts` in order (vectored where the stream can).
+async fn write_parts<T: AsyncWrite + Unpin>(
     link: &Mutex<Inner<T>>,
     parts: &[&[u8]],
 ) -> io::Result<()> {
@@ -834,8 +863,12 @@ fn body_finished<T>(inner: &mut Inner<T>) -> bool {
 /// Serves HTTP/1.1 on a client connection until it closes, fails, is
 /// upgraded, or `stop` resolves (then the connection closes between
 /// requests, or after the response in progress).
-pub async fn serve<T>(io: T, ctx: Arc<ConnCtx>, stop: impl Future<Output = ()>)
-where
+pub async fn serve<T>(
+    io: T,
+    ctx: Arc<ConnCtx>,
+    stall: std::time::Duration,
+    stop: impl Future<Output = ()>,
+) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let link: Link<T> = Arc::new(Mutex::new(Inner {
@@ -845,6 +878,7 @@ where
         generation: 0,
         reader: None,
         continue_sent: None,
+        stall,
     }));
     let mut out = Vec::new();
     tokio::pin!(stop);
@@ -966,8 +1000,9 @@ where
         })
         .await;
     }
-    // TLS sends close_notify (plain TCP's FIN comes with the drop).
-    let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+    // TLS sends close_notify (plain TCP's FIN comes with the drop), as
+    // long as the client reads it.
+    let _ = tokio::time::timeout(stall, poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx))).await;
 }
 
 #[cfg(test)]
@@ -1026,6 +1061,7 @@ mod tests {
             generation: 1,
             reader: None,
             continue_sent: None,
+            stall: std::time::Duration::from_secs(5),
         }));
         let mut body = ClientBody {
             source: Arc::clone(&link) as Arc<dyn Source>,

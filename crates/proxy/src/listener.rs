@@ -154,7 +154,8 @@ async fn serve_client<T>(
         }
     };
     if !is_h2 {
-        crate::h1_server::serve(io, ctx, stopped(&mut stop)).await;
+        let stall = io.idle();
+        crate::h1_server::serve(io, ctx, stall, stopped(&mut stop)).await;
         return;
     }
     let svc = service_fn(move |req: Request<Incoming>| {
