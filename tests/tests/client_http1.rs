@@ -300,3 +300,50 @@ async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
     );
     drop(s);
 }
+
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_body_and_idle_zero_sets_no_write_limit() {
+    const PIECES: usize = 128; // 8 MiB: more than the socket buffers hold
+    let up = raw_upstream(|mut s| async move {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while find(&head, b"\r\n\r\n").is_none() {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let piece = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        for _ in 0..PIECES {
+            if s.write_all(piece.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n").await;
+    })
+    .await;
+    let lb = Cfg::new()
+        .listener_with(
+            "web",
+            "timeouts: { header_read: 10s, idle: 0s }",
+            "- name: all\n  forward: { target_group: g }",
+        )
+        .group(Group::new("g", &[up]))
+        .start()
+        .await;
+    let mut s = TcpStream::connect(lb.listen_addr()).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.0\r\n\r\n").await.unwrap();
+    // A client that takes its time before it reads: the balancer's writes
+    // wait meanwhile, and with `idle: 0s` they may wait without limit.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut got))
+        .await
+        .expect("response not finished")
+        .unwrap();
+    let head_end = find(&got, b"\r\n\r\n").expect("no head") + 4;
+    assert_eq!(got.len() - head_end, PIECES * 0x10000, "body cut short");
+}

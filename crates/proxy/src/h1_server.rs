@@ -125,12 +125,12 @@ struct Inner<T> {
 }
 
 impl<T> Inner<T> {
-    /// The current request's body is over for whoever still reads it.
-    fn move_on(&mut self) {
+    /// The current request's body is over for whoever still reads it;
+    /// returns that reader's waker, to wake once the lock is released.
+    #[must_use]
+    fn move_on(&mut self) -> Option<Waker> {
         self.generation += 1;
-        if let Some(w) = self.reader.take() {
-            w.wake();
-        }
+        self.reader.take()
     }
 }
 
@@ -206,13 +206,41 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Source for Mutex<Inner<T>> {
                 "the client connection moved on before the request body was read",
             ))));
         }
-        if !inner
-            .reader
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            inner.reader = Some(cx.waker().clone());
+        let polled = inner.poll_body(cx);
+        if polled.is_pending() {
+            // A reader in another task (hyper's HTTP/2 client) must hear
+            // when the connection moves on: dropping the socket wakes nobody.
+            if !inner
+                .reader
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inner.reader = Some(cx.waker().clone());
+            }
+        } else {
+            inner.reader = None;
         }
+        polled
+    }
+
+    fn hint(&self, generation: u64) -> (bool, SizeHint) {
+        let inner = lock(self);
+        if generation != inner.generation {
+            // Not "ended": a reader that takes this for the end would send
+            // a cut-off body on as complete. Its next poll gets the error.
+            return (false, SizeHint::default());
+        }
+        match inner.body {
+            ReqBody::Done | ReqBody::Length(0) => (true, SizeHint::with_exact(0)),
+            ReqBody::Length(n) => (false, SizeHint::with_exact(n)),
+            _ => (false, SizeHint::default()),
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let inner = self;
         if matches!(inner.body, ReqBody::Done | ReqBody::Length(0)) {
             inner.body = ReqBody::Done;
             return Poll::Ready(None);
@@ -291,18 +319,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Source for Mutex<Inner<T>> {
                     }
                 },
             }
-        }
-    }
-
-    fn hint(&self, generation: u64) -> (bool, SizeHint) {
-        let inner = lock(self);
-        if generation != inner.generation {
-            return (true, SizeHint::with_exact(0));
-        }
-        match inner.body {
-            ReqBody::Done | ReqBody::Length(0) => (true, SizeHint::with_exact(0)),
-            ReqBody::Length(n) => (false, SizeHint::with_exact(n)),
-            _ => (false, SizeHint::default()),
         }
     }
 }
@@ -508,9 +524,11 @@ where
             .insert(OnUpgrade(Arc::new(Mutex::new(Some(rx)))));
         tx
     });
-    let body = {
+    let (body, stale) = {
         let mut inner = lock(link);
-        inner.move_on();
+        // The previous body is done (or nobody reads it); any reader of it
+        // still around gets an error from here on.
+        let stale = inner.move_on();
         inner.body = body;
         inner.continue_sent = expects.then_some(0);
         if inner.buf.is_empty() {
@@ -518,7 +536,7 @@ where
             // while its request is away.
             inner.buf = BytesMut::new();
         }
-        if body == ReqBody::Done {
+        let body = if body == ReqBody::Done {
             RequestBody::Empty
         } else {
             let source: Arc<dyn Source> = Arc::clone(link) as Arc<dyn Source>;
@@ -526,8 +544,12 @@ where
                 source,
                 generation: inner.generation,
             })
-        }
+        };
+        (body, stale)
     };
+    if let Some(w) = stale {
+        w.wake();
+    }
     let meta = Meta {
         keep_alive,
         http10,
@@ -538,22 +560,45 @@ where
     HeadRead::Request(Box::new(Request::from_parts(parts, body)), meta)
 }
 
-/// Writes all of `parts` in order, failing if the client holds the write
-/// up for longer than the listener's idle timeout (it stopped reading).
+/// Writes all of `parts` in order (vectored where the stream can), failing
+/// once a write has made no progress for the listener's idle timeout (the
+/// client stopped reading; 0 means no limit).
 async fn write_all<T: AsyncWrite + Unpin>(
     link: &Mutex<Inner<T>>,
     parts: &[&[u8]],
 ) -> io::Result<()> {
-    let mut write = std::pin::pin!(write_parts(link, parts));
-    // Most writes complete at once: a timer only for one that waits.
-    if let Poll::Ready(r) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-        return r;
-    }
-    let stall = lock(link).stall;
-    match tokio::time::timeout(stall, write).await {
-        Ok(r) => r,
-        Err(_) => Err(stalled()),
-    }
+    let mut done = 0usize;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    // Armed only when a write has to wait (most complete at once), and
+    // pushed back whenever bytes go out.
+    let mut stall: Option<(Pin<Box<tokio::time::Sleep>>, std::time::Duration)> = None;
+    poll_fn(|cx| {
+        let before = done;
+        let polled = poll_write_parts(link, parts, &mut done, total, cx);
+        if polled.is_ready() {
+            return polled;
+        }
+        let limit = match &stall {
+            Some((_, limit)) => *limit,
+            None => lock(link).stall,
+        };
+        if limit.is_zero() {
+            return Poll::Pending;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        match &mut stall {
+            None => stall = Some((Box::pin(tokio::time::sleep_until(deadline)), limit)),
+            Some((timer, _)) if done > before => timer.as_mut().reset(deadline),
+            Some(_) => {}
+        }
+        if let Some((timer, _)) = &mut stall {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(stalled()));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 fn stalled() -> io::Error {
@@ -563,58 +608,57 @@ fn stalled() -> io::Error {
     )
 }
 
-/// Writes all of `parts` in order (vectored where the stream can).
-async fn write_parts<T: AsyncWrite + Unpin>(
+/// One attempt at writing the rest of `parts` (from byte `done`), then a
+/// flush.
+fn poll_write_parts<T: AsyncWrite + Unpin>(
     link: &Mutex<Inner<T>>,
     parts: &[&[u8]],
-) -> io::Result<()> {
-    let mut done = 0usize;
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    poll_fn(|cx| {
-        let mut guard = lock(link);
-        let inner = &mut *guard;
-        let Some(io) = inner.io.as_mut() else {
-            return Poll::Ready(Err(closed()));
-        };
-        // A `100 Continue` not begun is no longer owed (it would now be
-        // read as the answer); one begun is finished first.
-        while let Some(sent) = inner.continue_sent {
-            if sent == 0 || sent == CONTINUE.len() {
-                inner.continue_sent = None;
-                break;
-            }
-            match ready!(Pin::new(&mut *io).poll_write(cx, &CONTINUE[sent..]))? {
-                0 => return Poll::Ready(Err(closed())),
-                n => inner.continue_sent = Some(sent + n),
-            }
+    done: &mut usize,
+    total: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    let mut guard = lock(link);
+    let inner = &mut *guard;
+    let Some(io) = inner.io.as_mut() else {
+        return Poll::Ready(Err(closed()));
+    };
+    // A `100 Continue` not begun is no longer owed (it would now be
+    // read as the answer); one begun is finished first.
+    while let Some(sent) = inner.continue_sent {
+        if sent == 0 || sent == CONTINUE.len() {
+            inner.continue_sent = None;
+            break;
         }
-        while done < total {
-            let mut skip = done;
-            let mut slices = [IoSlice::new(&[]); 3];
-            let mut k = 0;
-            for p in parts {
-                if skip >= p.len() {
-                    skip -= p.len();
-                    continue;
-                }
-                if k < slices.len() {
-                    slices[k] = IoSlice::new(&p[skip..]);
-                    k += 1;
-                }
-                skip = 0;
-            }
-            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "client connection closed while writing",
-                )));
-            }
-            done += n;
+        match ready!(Pin::new(&mut *io).poll_write(cx, &CONTINUE[sent..]))? {
+            0 => return Poll::Ready(Err(closed())),
+            n => inner.continue_sent = Some(sent + n),
         }
-        Pin::new(&mut *io).poll_flush(cx)
-    })
-    .await
+    }
+    while *done < total {
+        let mut skip = *done;
+        let mut slices = [IoSlice::new(&[]); 3];
+        let mut k = 0;
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            if k < slices.len() {
+                slices[k] = IoSlice::new(&p[skip..]);
+                k += 1;
+            }
+            skip = 0;
+        }
+        let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "client connection closed while writing",
+            )));
+        }
+        *done += n;
+    }
+    Pin::new(&mut *io).poll_flush(cx)
 }
 
 thread_local! {
@@ -883,6 +927,7 @@ pub async fn serve<T>(
     let mut out = Vec::new();
     tokio::pin!(stop);
     let mut stopping = false;
+    let mut refused = false;
     loop {
         let read = if stopping {
             HeadRead::Gone
@@ -911,6 +956,8 @@ pub async fn serve<T>(
                     out.extend_from_slice(&b);
                 }
                 let _ = write_all(&link, &[&out]).await;
+                // Whatever came after the refused head is unread.
+                refused = true;
                 break;
             }
         };
@@ -948,13 +995,17 @@ pub async fn serve<T>(
             Ok(_) if upgrading => {
                 if let Some(tx) = meta.upgrade.take() {
                     let mut inner = lock(&link);
-                    inner.move_on();
+                    let stale = inner.move_on();
                     if let Some(io) = inner.io.take() {
                         let read_ahead = inner.buf.split().freeze();
                         let _ = tx.send(Upgraded {
                             io: Box::new(io),
                             read_ahead,
                         });
+                    }
+                    drop(inner);
+                    if let Some(w) = stale {
+                        w.wake();
                     }
                 }
                 return;
@@ -975,11 +1026,18 @@ pub async fn serve<T>(
             }
         }
     }
-    let (io, unread) = {
+    let (io, unread, stale) = {
         let mut inner = lock(&link);
-        inner.move_on();
-        (inner.io.take(), inner.body != ReqBody::Done)
+        let stale = inner.move_on();
+        (
+            inner.io.take(),
+            refused || inner.body != ReqBody::Done,
+            stale,
+        )
     };
+    if let Some(w) = stale {
+        w.wake();
+    }
     let Some(mut io) = io else {
         return;
     };
@@ -1002,7 +1060,12 @@ pub async fn serve<T>(
     }
     // TLS sends close_notify (plain TCP's FIN comes with the drop), as
     // long as the client reads it.
-    let _ = tokio::time::timeout(stall, poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx))).await;
+    let shutdown = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx));
+    if stall.is_zero() {
+        let _ = shutdown.await;
+    } else {
+        let _ = tokio::time::timeout(stall, shutdown).await;
+    }
 }
 
 #[cfg(test)]
@@ -1067,6 +1130,10 @@ mod tests {
             source: Arc::clone(&link) as Arc<dyn Source>,
             generation: 1,
         };
+        let left_behind = ClientBody {
+            source: Arc::clone(&link) as Arc<dyn Source>,
+            generation: 1,
+        };
         // A reader in a task of its own (as hyper's HTTP/2 client has),
         // waiting for body bytes that will not come.
         let reader = tokio::spawn(async move {
@@ -1080,11 +1147,12 @@ mod tests {
             tokio::task::yield_now().await;
         }
         // The next request's head comes in (or the connection closes).
-        {
+        let stale = {
             let mut inner = lock(&link);
-            inner.move_on();
             inner.body = ReqBody::Length(5);
-        }
+            inner.move_on()
+        };
+        stale.expect("the parked reader left its waker").wake();
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
             .await
             .expect("the reader was never woken")
@@ -1093,6 +1161,9 @@ mod tests {
             matches!(&got, Some(Err(e)) if e.contains("moved on")),
             "{got:?}"
         );
+        // Nor does a reader left behind take the move for a normal end
+        // (it would send a cut-off body on as complete).
+        assert!(!left_behind.is_end_stream());
         drop(client);
     }
 
