@@ -17,6 +17,22 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Reads one request head off `s`; the bytes that came after it, or `None`
+/// if the connection ended first.
+async fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            return Some(buf.split_off(end + 4));
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// A raw upstream on loopback: `serve` runs for each accepted connection.
 async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
 where
@@ -61,18 +77,10 @@ async fn chunked_upstream() -> SocketAddr {
 /// every byte after that request's head, including bytes that came with it.
 async fn raw_upgrade_echo() -> SocketAddr {
     raw_upstream(|mut s| async move {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let end = loop {
-            if let Some(end) = find(&buf, b"\r\n\r\n") {
-                break end;
-            }
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(extra) = read_head(&mut s).await else {
+            return;
         };
-        let extra = buf.split_off(end + 4);
+        let mut chunk = [0u8; 4096];
         let head =
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n";
         if s.write_all(head).await.is_err() || s.write_all(&extra).await.is_err() {
@@ -252,13 +260,8 @@ async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
     let up = raw_upstream(move |mut s| {
         let cut_tx = cut_tx.clone();
         async move {
-            let mut head = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while find(&head, b"\r\n\r\n").is_none() {
-                match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&chunk[..n]),
-                }
+            if read_head(&mut s).await.is_none() {
+                return;
             }
             let piece = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
             if s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -305,13 +308,8 @@ async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
 async fn a_slow_reader_gets_the_whole_body_and_idle_zero_sets_no_write_limit() {
     const PIECES: usize = 128; // 8 MiB: more than the socket buffers hold
     let up = raw_upstream(|mut s| async move {
-        let mut head = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while find(&head, b"\r\n\r\n").is_none() {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-            }
+        if read_head(&mut s).await.is_none() {
+            return;
         }
         let piece = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
         let _ = s

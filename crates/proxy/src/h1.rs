@@ -784,39 +784,64 @@ impl Body {
                     let data = take_data(&mut conn.buf, u64::MAX);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                BodyState::Chunked(chunk) => match step_chunk(&mut conn.buf, chunk) {
-                    Err(e) => {
+                BodyState::Chunked(mut chunk) => {
+                    let decoded = decode_chunked(&mut conn.buf, &mut chunk);
+                    self.state = BodyState::Chunked(chunk);
+                    match decoded {
+                        Err(e) => {
+                            self.keep_alive = false;
+                            return Poll::Ready(Some(Err(invalid(e))));
+                        }
+                        Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        Ok(Decoded::End(trailers)) => {
+                            self.state = BodyState::Done;
+                            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                        }
+                        Ok(Decoded::More) => {}
+                    }
+                    if ready!(Self::poll_fill(conn, cx, FIRST_READ))? == 0 {
                         self.keep_alive = false;
-                        return Poll::Ready(Some(Err(invalid(e))));
+                        return Poll::Ready(Some(Err(invalid(
+                            "upstream closed the connection before the body ended",
+                        ))));
                     }
-                    Ok(ChunkStep::Next(next)) => self.state = BodyState::Chunked(next),
-                    Ok(ChunkStep::Data(data, next)) => {
-                        self.state = BodyState::Chunked(next);
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    Ok(ChunkStep::End(trailers)) => {
-                        self.state = BodyState::Done;
-                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
-                    }
-                    Ok(ChunkStep::More) => {
-                        if conn.buf.len() >= MAX_HEAD {
-                            self.keep_alive = false;
-                            return Poll::Ready(Some(Err(invalid("chunk framing too long"))));
-                        }
-                        if ready!(Self::poll_fill(conn, cx, FIRST_READ))? == 0 {
-                            self.keep_alive = false;
-                            return Poll::Ready(Some(Err(invalid(
-                                "upstream closed the connection before the body ended",
-                            ))));
-                        }
-                    }
-                },
+                }
             }
         }
     }
 }
 
-pub(crate) enum ChunkStep {
+/// What decoding chunked framing over the buffered bytes gave.
+pub(crate) enum Decoded {
+    Data(Bytes),
+    /// The last chunk and the trailer section (trailers if any).
+    End(Option<HeaderMap>),
+    /// Need more bytes.
+    More,
+}
+
+/// Decodes chunked framing from `buf` up to the next data, the end, or a
+/// want of bytes; `chunk` follows. The one decoder of both directions
+/// (upstream answers, client uploads).
+pub(crate) fn decode_chunked(
+    buf: &mut BytesMut,
+    chunk: &mut Chunk,
+) -> Result<Decoded, &'static str> {
+    loop {
+        match step_chunk(buf, *chunk)? {
+            ChunkStep::Next(next) => *chunk = next,
+            ChunkStep::Data(data, next) => {
+                *chunk = next;
+                return Ok(Decoded::Data(data));
+            }
+            ChunkStep::End(trailers) => return Ok(Decoded::End(trailers)),
+            ChunkStep::More if buf.len() >= MAX_HEAD => return Err("chunk framing too long"),
+            ChunkStep::More => return Ok(Decoded::More),
+        }
+    }
+}
+
+enum ChunkStep {
     /// Need more bytes.
     More,
     Next(Chunk),
@@ -826,7 +851,7 @@ pub(crate) enum ChunkStep {
 }
 
 /// One step of chunked decoding over the buffered bytes.
-pub(crate) fn step_chunk(buf: &mut BytesMut, chunk: Chunk) -> Result<ChunkStep, &'static str> {
+fn step_chunk(buf: &mut BytesMut, chunk: Chunk) -> Result<ChunkStep, &'static str> {
     match chunk {
         Chunk::Size => {
             let Some(lf) = buf.iter().position(|&b| b == b'\n') else {

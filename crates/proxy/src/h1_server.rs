@@ -40,8 +40,8 @@ use tokio::sync::oneshot;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::h1::{
-    content_length, invalid, last_coding_is_chunked, push_field, step_chunk, take_data, Chunk,
-    ChunkStep,
+    content_length, decode_chunked, invalid, last_coding_is_chunked, push_field, take_data, Chunk,
+    Decoded,
 };
 use crate::headers::has_token;
 use crate::listener::{MAX_HEADERS, MAX_HEAD_BYTES};
@@ -293,39 +293,37 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
                     inner.body = ReqBody::Length(left - data.len() as u64);
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                ReqBody::Chunked(chunk) => match step_chunk(buf, chunk) {
-                    Err(e) => {
+                ReqBody::Chunked(mut chunk) => {
+                    let decoded = decode_chunked(buf, &mut chunk);
+                    inner.body = ReqBody::Chunked(chunk);
+                    match decoded {
+                        Err(e) => {
+                            inner.body = ReqBody::Failed;
+                            return Poll::Ready(Some(Err(invalid(e))));
+                        }
+                        Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        Ok(Decoded::End(trailers)) => {
+                            inner.body = ReqBody::Done;
+                            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                        }
+                        Ok(Decoded::More) => {}
+                    }
+                    if let Err(e) = ready!(poll_more(io, buf, cx, BODY_READ)) {
                         inner.body = ReqBody::Failed;
-                        return Poll::Ready(Some(Err(invalid(e))));
+                        return Poll::Ready(Some(Err(e)));
                     }
-                    Ok(ChunkStep::Next(next)) => inner.body = ReqBody::Chunked(next),
-                    Ok(ChunkStep::Data(data, next)) => {
-                        inner.body = ReqBody::Chunked(next);
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    Ok(ChunkStep::End(trailers)) => {
-                        inner.body = ReqBody::Done;
-                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
-                    }
-                    Ok(ChunkStep::More) => {
-                        if buf.len() >= MAX_HEAD_BYTES {
-                            inner.body = ReqBody::Failed;
-                            return Poll::Ready(Some(Err(invalid("chunk framing too long"))));
-                        }
-                        if let Err(e) = ready!(poll_more(io, buf, cx, BODY_READ)) {
-                            inner.body = ReqBody::Failed;
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                    }
-                },
+                }
             }
         }
     }
 }
 
 /// What reading a request head gave.
+// Returned once per request and matched at once: boxing the request to
+// even out the variants would cost an allocation per request instead.
+#[allow(clippy::large_enum_variant)]
 enum HeadRead {
-    Request(Box<Request<RequestBody>>, Meta),
+    Request(Request<RequestBody>, Meta),
     /// Refused: answer this and close.
     Bad(StatusCode, &'static str),
     /// The client closed, timed out or failed: close without a word.
@@ -557,7 +555,7 @@ where
         connect: parts.method == Method::CONNECT,
         upgrade,
     };
-    HeadRead::Request(Box::new(Request::from_parts(parts, body)), meta)
+    HeadRead::Request(Request::from_parts(parts, body), meta)
 }
 
 /// Writes all of `parts` in order (vectored where the stream can), failing
@@ -895,10 +893,10 @@ fn body_finished<T>(inner: &mut Inner<T>) -> bool {
                 inner.buf.advance(n as usize);
                 inner.body = ReqBody::Done;
             }
-            ReqBody::Chunked(c) => match step_chunk(&mut inner.buf, c) {
-                Ok(ChunkStep::Next(n) | ChunkStep::Data(_, n)) => inner.body = ReqBody::Chunked(n),
-                Ok(ChunkStep::End(_)) => inner.body = ReqBody::Done,
-                Ok(ChunkStep::More) | Err(_) => return false,
+            ReqBody::Chunked(mut chunk) => match decode_chunked(&mut inner.buf, &mut chunk) {
+                Ok(Decoded::Data(_)) => inner.body = ReqBody::Chunked(chunk),
+                Ok(Decoded::End(_)) => inner.body = ReqBody::Done,
+                Ok(Decoded::More) | Err(_) => return false,
             },
         }
     }
@@ -961,7 +959,7 @@ pub async fn serve<T>(
                 break;
             }
         };
-        let mut resp = match handle(*req, Arc::clone(&ctx)).await {
+        let mut resp = match handle(req, Arc::clone(&ctx)).await {
             Ok(r) => r,
             Err(never) => match never {},
         };

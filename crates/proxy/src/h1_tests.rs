@@ -367,17 +367,13 @@ fn chunk_decoder_steps() {
     let mut chunk = Chunk::Size;
     let mut data = Vec::new();
     loop {
-        match step_chunk(&mut buf, chunk).unwrap() {
-            ChunkStep::Next(c) => chunk = c,
-            ChunkStep::Data(d, c) => {
-                data.extend_from_slice(&d);
-                chunk = c;
-            }
-            ChunkStep::End(t) => {
+        match decode_chunked(&mut buf, &mut chunk).unwrap() {
+            Decoded::Data(d) => data.extend_from_slice(&d),
+            Decoded::End(t) => {
                 assert!(t.is_none());
                 break;
             }
-            ChunkStep::More => panic!("all bytes were there"),
+            Decoded::More => panic!("all bytes were there"),
         }
     }
     assert_eq!(data, b"0123456789");
