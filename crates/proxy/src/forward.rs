@@ -1,6 +1,7 @@
 //! Forwarding one request to a target group: pick, connect or reuse,
 //! send, and retry where INTERFACE.md says it is safe.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,21 +127,26 @@ impl Drop for Pending<'_> {
     }
 }
 
-async fn send(
+/// Not an `async fn`, like `forward`: the request moves into the boxed
+/// exchange here and is not kept in this future as well.
+fn send(
     sender: Sender,
     req: Request<RequestBody>,
     timeout: Duration,
     target: &Arc<Target>,
-) -> Outcome {
-    let deadline = tokio::time::Instant::now() + timeout;
+) -> impl Future<Output = Outcome> + '_ {
     let h1 = matches!(sender, Sender::H1(_));
-    let mut pending = Pending {
-        exchange: Some(sender.send(req)),
-        h1,
-        target,
-        linger: timeout,
-    };
-    pending.settle(deadline).await
+    let exchange = sender.send(req);
+    async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pending = Pending {
+            exchange: Some(exchange),
+            h1,
+            target,
+            linger: timeout,
+        };
+        pending.settle(deadline).await
+    }
 }
 
 /// Shapes a request for the group's upstream protocol: HTTP/1.1 keeps
@@ -175,16 +181,70 @@ fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool) {
     }
 }
 
+/// A new connection to `target` for a request no pooled one could take,
+/// within the group's `max_connections` and `max_pending`.
+async fn connect_for(
+    target: &Target,
+    spec: &TargetGroup,
+    pool: Option<&Pool>,
+    h2: bool,
+) -> Result<Sender, ConnectFailure> {
+    let Some(p) = pool else {
+        return pool::connect(target.label(), spec.timeouts.connect, None, h2, None)
+            .await
+            .map_err(ConnectFailure::Connect);
+    };
+    if h2 {
+        return p
+            .h2_or_connect(target.label(), spec.timeouts.connect)
+            .await
+            .map_err(ConnectFailure::Connect);
+    }
+    let limits = &spec.limits;
+    let slot = match p.try_slot(limits.max_connections) {
+        Some(slot) => slot,
+        // At max_connections: wait for one to come free.
+        None => match p
+            .wait_for_connection(
+                limits.max_connections,
+                limits.max_pending,
+                spec.timeouts.connect,
+            )
+            .await
+        {
+            Ok(Ok(sender)) => return Ok(sender),
+            Ok(Err(slot)) => slot,
+            Err(e) => return Err(ConnectFailure::Limit(e)),
+        },
+    };
+    pool::connect(target.label(), spec.timeouts.connect, pool, h2, Some(slot))
+        .await
+        .map_err(ConnectFailure::Connect)
+}
+
+/// Why `connect_for` has no connection.
+enum ConnectFailure {
+    Connect(pool::ConnectError),
+    /// `max_pending` or the wait for a free connection: no retry.
+    Limit(pool::LimitError),
+}
+
 /// Forwards `req` (head already rewritten) to group `group`.
-pub async fn forward(
-    snap: &Snapshot,
+///
+/// A plain function returning the future, not an `async fn`: one of these
+/// futures lives in every client connection's task while its request is
+/// at the target, and an `async fn` would keep its arguments (the request
+/// among them) twice (rust-lang/rust#62958). Work done before the first
+/// await is done here, outside the future.
+pub fn forward<'a>(
+    snap: &'a Snapshot,
     group: usize,
     req: Request<RequestBody>,
     input_ip: Option<std::net::IpAddr>,
     mark: RequestMark,
-    prefer: Option<&str>,
+    prefer: Option<&'a str>,
     extras: Extras,
-) -> Forwarded {
+) -> impl Future<Output = Forwarded> + 'a {
     let (parts, body) = req.into_parts();
     let bodyless = body.is_end_stream();
     let safe = bodyless && is_idempotent(&parts.method);
@@ -199,95 +259,72 @@ pub async fn forward(
         headers: parts.headers.clone(),
     });
     let mut pending = Some(Request::from_parts(parts, body));
-    let mut tried: Vec<Arc<Target>> = Vec::new();
-    let mut last_err = ProxyError::Unavailable("no healthy target\n");
-    let mut last_group = group;
-    let mut retry = 0u32;
-    let mut stale = 0u32;
-    loop {
-        // Hash keys come from whichever copy of the request we hold.
-        let headers = pending.as_ref().map(|r| r.headers());
-        // A sticky client's target, while it is healthy and untried.
-        let sticky = prefer.filter(|_| tried.is_empty()).and_then(|label| {
-            let t = snap.groups.get(group)?.target(label)?;
-            (t.state() == TargetState::Healthy).then(|| (group, Arc::clone(t)))
-        });
-        let pick = sticky.or_else(|| {
-            snap.pick(
-                group,
-                PickInput {
-                    headers: headers.or(template.as_ref().map(|t| &t.headers)),
-                    client_ip: input_ip,
-                },
-                &tried,
-            )
-        });
-        let Some((g, target)) = pick else {
-            return Forwarded {
-                result: Err(last_err),
-                group: last_group,
-                target: None,
-            };
-        };
-        last_group = g;
-        let spec = &snap.groups[g].spec;
-        let retries = &spec.retries;
-        if let Some(max) = spec.limits.max_requests {
-            if target.in_flight() >= max as usize {
-                return Forwarded {
-                    result: Err(ProxyError::Unavailable("target at max_requests\n")),
-                    group: g,
-                    target: Some(target),
-                };
+    async move {
+        let mut tried: Vec<Arc<Target>> = Vec::new();
+        let mut last_err = ProxyError::Unavailable("no healthy target\n");
+        let mut last_group = group;
+        let mut retry = 0u32;
+        let mut stale = 0u32;
+        // The backoff before a retry, slept at the top of the loop where
+        // nothing of the last attempt is held any more.
+        let mut pause: Option<Duration> = None;
+        loop {
+            if let Some(pause) = pause.take() {
+                tokio::time::sleep(pause).await;
             }
-        }
-        let in_flight = target.begin();
-        let pool = pool_of(&target, spec);
-        let h2 = spec.protocol == GroupProtocol::Http2;
-        // An upgrade takes its connection for good: never a pooled one.
-        let pooled = if stale == 0 && extras.upgrade.is_none() {
-            pool.and_then(|p| p.take(h2))
-        } else {
-            None
-        };
-        let connected = match (pooled, pool) {
-            (Some(s), _) => Ok(s),
-            // Connecting is boxed, here and below: rare (pooled connections
-            // serve most requests), and inline its state would size every
-            // request's future (one lives in each client connection's task).
-            (None, Some(p)) if h2 => {
-                Box::pin(p.h2_or_connect(target.label(), spec.timeouts.connect)).await
-            }
-            (None, Some(p)) => {
-                let limits = &spec.limits;
-                let slot = match p.try_slot(limits.max_connections) {
-                    Some(slot) => Ok(slot),
-                    // At max_connections: wait for one to come free.
-                    None => match Box::pin(p.wait_for_connection(
-                        limits.max_connections,
-                        limits.max_pending,
-                        spec.timeouts.connect,
-                    ))
-                    .await
-                    {
-                        Ok(Ok(sender)) => Err(Ok(sender)),
-                        Ok(Err(slot)) => Ok(slot),
-                        Err(e) => Err(Err(e)),
+            // Hash keys come from whichever copy of the request we hold.
+            let headers = pending.as_ref().map(|r| r.headers());
+            // A sticky client's target, while it is healthy and untried.
+            let sticky = prefer.filter(|_| tried.is_empty()).and_then(|label| {
+                let t = snap.groups.get(group)?.target(label)?;
+                (t.state() == TargetState::Healthy).then(|| (group, Arc::clone(t)))
+            });
+            let pick = sticky.or_else(|| {
+                snap.pick(
+                    group,
+                    PickInput {
+                        headers: headers.or(template.as_ref().map(|t| &t.headers)),
+                        client_ip: input_ip,
                     },
+                    &tried,
+                )
+            });
+            let Some((g, target)) = pick else {
+                return Forwarded {
+                    result: Err(last_err),
+                    group: last_group,
+                    target: None,
                 };
-                match slot {
-                    Ok(slot) => {
-                        Box::pin(pool::connect(
-                            target.label(),
-                            spec.timeouts.connect,
-                            pool,
-                            h2,
-                            Some(slot),
-                        ))
-                        .await
-                    }
-                    Err(Ok(sender)) => Ok(sender),
-                    Err(Err(e)) => {
+            };
+            last_group = g;
+            let spec = &snap.groups[g].spec;
+            let retries = &spec.retries;
+            if let Some(max) = spec.limits.max_requests {
+                if target.in_flight() >= max as usize {
+                    return Forwarded {
+                        result: Err(ProxyError::Unavailable("target at max_requests\n")),
+                        group: g,
+                        target: Some(target),
+                    };
+                }
+            }
+            let in_flight = target.begin();
+            let pool = pool_of(&target, spec);
+            let h2 = spec.protocol == GroupProtocol::Http2;
+            // An upgrade takes its connection for good: never a pooled one.
+            let pooled = if stale == 0 && extras.upgrade.is_none() {
+                pool.and_then(|p| p.take(h2))
+            } else {
+                None
+            };
+            // Connecting is boxed: rare (pooled connections serve most
+            // requests), and inline its state would size every request's
+            // future (one lives in each client connection's task).
+            let sender = match pooled {
+                Some(s) => s,
+                None => match Box::pin(connect_for(&target, spec, pool, h2)).await {
+                    Ok(s) => s,
+                    Err(ConnectFailure::Limit(e)) => {
                         let why = match e {
                             pool::LimitError::Pending => "target at max_pending\n",
                             pool::LimitError::Timeout => "target at max_connections\n",
@@ -298,158 +335,151 @@ pub async fn forward(
                             target: Some(target),
                         };
                     }
-                }
-            }
-            (None, None) => {
-                Box::pin(pool::connect(
-                    target.label(),
-                    spec.timeouts.connect,
-                    None,
-                    h2,
-                    None,
-                ))
-                .await
-            }
-        };
-        let sender = match connected {
-            Ok(s) => s,
-            Err(e) => {
-                target.upstream.error();
-                observe(&snap.groups[g], &target, true);
-                tracing::debug!(target = %target.label(), error = %e, "upstream connect failed");
-                last_err = ProxyError::Connect {
-                    target: target.label().to_owned(),
-                    reason: e.to_string(),
+                    Err(ConnectFailure::Connect(e)) => {
+                        target.upstream.error();
+                        observe(&snap.groups[g], &target, true);
+                        tracing::debug!(target = %target.label(), error = %e, "upstream connect failed");
+                        last_err = ProxyError::Connect {
+                            target: target.label().to_owned(),
+                            reason: e.to_string(),
+                        };
+                        drop(in_flight);
+                        tried.push(target);
+                        // Nothing was sent: safe to retry whatever the request.
+                        if retries.on.connect_failure && retry < retries.attempts {
+                            retry += 1;
+                            snap.groups[g].retries.increment(1);
+                            pause = Some(backoff(retries.backoff, retry));
+                            continue;
+                        }
+                        return Forwarded {
+                            result: Err(last_err),
+                            group: g,
+                            target: None,
+                        };
+                    }
+                },
+            };
+            // In a block: the request moves into the exchange and its place
+            // here ends before the await.
+            let outcome = {
+                let mut req = match pending.take() {
+                    Some(r) => r,
+                    None => match &template {
+                        Some(t) => t.build(),
+                        None => {
+                            return Forwarded {
+                                result: Err(last_err),
+                                group: g,
+                                target: None,
+                            };
+                        }
+                    },
                 };
-                drop(in_flight);
-                tried.push(target);
-                // Nothing was sent: safe to retry whatever the request.
-                if retries.on.connect_failure && retry < retries.attempts {
-                    retry += 1;
-                    snap.groups[g].retries.increment(1);
-                    tokio::time::sleep(backoff(retries.backoff, retry)).await;
+                for_protocol(&mut req, h2, extras.te_trailers);
+                send(sender, req, spec.timeouts.request, &target)
+            }
+            .await;
+            match outcome {
+                Outcome::Unsent(req) if stale < STALE_REDOS => {
+                    // A pooled connection the upstream had closed: same target,
+                    // fresh connection, not a retry.
+                    stale += 1;
+                    pending = Some(req);
                     continue;
                 }
-                return Forwarded {
-                    result: Err(last_err),
-                    group: g,
-                    target: None,
-                };
-            }
-        };
-        let mut req = match pending.take() {
-            Some(r) => r,
-            None => match &template {
-                Some(t) => t.build(),
-                None => {
+                Outcome::Unsent(_) => {
+                    target.upstream.error();
+                    observe(&snap.groups[g], &target, true);
+                    last_err = ProxyError::Upstream {
+                        target: target.label().to_owned(),
+                        reason: "connection closed before the request was sent".into(),
+                    };
+                    return Forwarded {
+                        result: Err(last_err),
+                        group: g,
+                        target: Some(target),
+                    };
+                }
+                Outcome::TimedOut => {
+                    target.upstream.error();
+                    observe(&snap.groups[g], &target, true);
+                    return Forwarded {
+                        result: Err(ProxyError::Timeout {
+                            target: target.label().to_owned(),
+                        }),
+                        group: g,
+                        target: Some(target),
+                    };
+                }
+                Outcome::Failed(reason) => {
+                    target.upstream.error();
+                    observe(&snap.groups[g], &target, true);
+                    tracing::debug!(target = %target.label(), %reason, "upstream failed");
+                    last_err = ProxyError::Upstream {
+                        target: target.label().to_owned(),
+                        reason,
+                    };
+                    drop(in_flight);
+                    if retries.on.reset && template.is_some() && retry < retries.attempts {
+                        retry += 1;
+                        stale = 0;
+                        snap.groups[g].retries.increment(1);
+                        tried.push(target);
+                        pause = Some(backoff(retries.backoff, retry));
+                        continue;
+                    }
                     return Forwarded {
                         result: Err(last_err),
                         group: g,
                         target: None,
                     };
                 }
-            },
-        };
-        for_protocol(&mut req, h2, extras.te_trailers);
-        match send(sender, req, spec.timeouts.request, &target).await {
-            Outcome::Unsent(req) if stale < STALE_REDOS => {
-                // A pooled connection the upstream had closed: same target,
-                // fresh connection, not a retry.
-                stale += 1;
-                pending = Some(req);
-                continue;
-            }
-            Outcome::Unsent(_) => {
-                target.upstream.error();
-                observe(&snap.groups[g], &target, true);
-                last_err = ProxyError::Upstream {
-                    target: target.label().to_owned(),
-                    reason: "connection closed before the request was sent".into(),
-                };
-                return Forwarded {
-                    result: Err(last_err),
-                    group: g,
-                    target: Some(target),
-                };
-            }
-            Outcome::TimedOut => {
-                target.upstream.error();
-                observe(&snap.groups[g], &target, true);
-                return Forwarded {
-                    result: Err(ProxyError::Timeout {
-                        target: target.label().to_owned(),
-                    }),
-                    group: g,
-                    target: Some(target),
-                };
-            }
-            Outcome::Failed(reason) => {
-                target.upstream.error();
-                observe(&snap.groups[g], &target, true);
-                tracing::debug!(target = %target.label(), %reason, "upstream failed");
-                last_err = ProxyError::Upstream {
-                    target: target.label().to_owned(),
-                    reason,
-                };
-                drop(in_flight);
-                if retries.on.reset && template.is_some() && retry < retries.attempts {
-                    retry += 1;
-                    stale = 0;
-                    snap.groups[g].retries.increment(1);
-                    tried.push(target);
-                    tokio::time::sleep(backoff(retries.backoff, retry)).await;
-                    continue;
-                }
-                return Forwarded {
-                    result: Err(last_err),
-                    group: g,
-                    target: None,
-                };
-            }
-            Outcome::Response(resp) => {
-                let status = resp.status().as_u16();
-                if status == 101 {
-                    if let Some(client) = extras.upgrade {
-                        target.upstream.status(status);
-                        let (parts, body) = resp.into_parts();
-                        let upstream = match body {
-                            UpBody::H1(b) => b.into_upgraded(),
-                            UpBody::H2(_) => None,
-                        };
-                        if let Some(upstream) = upstream {
-                            mark.set_upgraded();
-                            crate::upgrade::tunnel(client, upstream, in_flight, mark, pool);
+                Outcome::Response(resp) => {
+                    let status = resp.status().as_u16();
+                    if status == 101 {
+                        if let Some(client) = extras.upgrade {
+                            target.upstream.status(status);
+                            let (parts, body) = resp.into_parts();
+                            let upstream = match body {
+                                UpBody::H1(b) => b.into_upgraded(),
+                                UpBody::H2(_) => None,
+                            };
+                            if let Some(upstream) = upstream {
+                                mark.set_upgraded();
+                                crate::upgrade::tunnel(client, upstream, in_flight, mark, pool);
+                            }
+                            return Forwarded {
+                                result: Ok(Response::from_parts(parts, ProxyBody::empty())),
+                                group: g,
+                                target: Some(target),
+                            };
                         }
-                        return Forwarded {
-                            result: Ok(Response::from_parts(parts, ProxyBody::empty())),
-                            group: g,
-                            target: Some(target),
-                        };
                     }
+                    target.upstream.status(status);
+                    observe(&snap.groups[g], &target, status >= 500);
+                    if template.is_some()
+                        && retry < retries.attempts
+                        && retries.on.statuses.contains(&status)
+                    {
+                        retry += 1;
+                        stale = 0;
+                        snap.groups[g].retries.increment(1);
+                        drop(resp);
+                        drop(in_flight);
+                        tried.push(target);
+                        pause = Some(backoff(retries.backoff, retry));
+                        continue;
+                    }
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    let body = UpstreamBody::new(body, in_flight, mark, spec.timeouts.request);
+                    return Forwarded {
+                        result: Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
+                        group: g,
+                        target: Some(target),
+                    };
                 }
-                target.upstream.status(status);
-                observe(&snap.groups[g], &target, status >= 500);
-                if template.is_some()
-                    && retry < retries.attempts
-                    && retries.on.statuses.contains(&status)
-                {
-                    retry += 1;
-                    stale = 0;
-                    snap.groups[g].retries.increment(1);
-                    drop(resp);
-                    drop(in_flight);
-                    tried.push(target);
-                    tokio::time::sleep(backoff(retries.backoff, retry)).await;
-                    continue;
-                }
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                let body = UpstreamBody::new(body, in_flight, mark, spec.timeouts.request);
-                return Forwarded {
-                    result: Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
-                    group: g,
-                    target: Some(target),
-                };
             }
         }
     }

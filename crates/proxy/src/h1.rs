@@ -15,7 +15,7 @@
 //! Content-Length; otherwise until close). Interim 1xx answers other than
 //! 101 are skipped. A 101 hands the socket over for a tunnel.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -117,6 +117,31 @@ pub enum SendError {
     Failed(String),
 }
 
+pin_project_lite::pin_project! {
+    /// An exchange that ends with an error as soon as its connection is
+    /// cut (draining past `deregistration_delay`), whatever it waits for.
+    pub struct CutRace<F> {
+        cut: Arc<Cut>,
+        #[pin]
+        exchange: F,
+    }
+}
+
+impl<F, T> Future for CutRace<F>
+where
+    F: Future<Output = Result<T, SendError>>,
+{
+    type Output = Result<T, SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.cut.poll(cx).is_ready() {
+            return Poll::Ready(Err(SendError::Failed(cut_error().to_string())));
+        }
+        this.exchange.poll(cx)
+    }
+}
+
 /// Why no response head came.
 enum HeadError {
     /// Closed or reset before a single byte of answer.
@@ -154,119 +179,131 @@ impl Conn {
     }
 
     /// Sends `req` and waits for the answer's head. The body streams from
-    /// the returned response; at its end the connection can be taken back
-    /// for reuse ([`Body::take_conn`]).
-    pub async fn send(self, req: Request<RequestBody>) -> Result<Response<Body>, SendError> {
-        let cut = Arc::clone(&self.cut);
-        tokio::select! {
-            biased;
-            () = poll_fn(|cx| cut.poll(cx)) => Err(SendError::Failed(cut_error().to_string())),
-            r = self.exchange(req) => r,
+    /// the returned response (its body wrapped by `wrap`); at its end the
+    /// connection can be taken back for reuse ([`Body::take_conn`]).
+    ///
+    /// Plain functions returning futures rather than `async fn`s, here and
+    /// on the request path: an `async fn` keeps its arguments twice in its
+    /// future (rust-lang/rust#62958), and this one is boxed per request.
+    pub fn send<B>(
+        self,
+        req: Request<RequestBody>,
+        wrap: fn(Body) -> B,
+    ) -> CutRace<impl Future<Output = Result<Response<B>, SendError>> + Send> {
+        CutRace {
+            cut: Arc::clone(&self.cut),
+            exchange: self.exchange(req, wrap),
         }
     }
 
-    async fn exchange(mut self, req: Request<RequestBody>) -> Result<Response<Body>, SendError> {
+    fn exchange<B>(
+        mut self,
+        req: Request<RequestBody>,
+        wrap: fn(Body) -> B,
+    ) -> impl Future<Output = Result<Response<B>, SendError>> + Send {
         let head_request = req.method() == Method::HEAD;
         let (parts, mut body) = req.into_parts();
         let framing = request_framing(&parts.headers, &body);
         let mut out = Vec::with_capacity(256 + 64 * parts.headers.len());
         encode_head(&parts, framing, &mut out);
-        // Written after the other tasks of this scheduler tick: the writes
-        // of a burst of requests then leave together, and the upstream
-        // wakes once for them rather than once per request. Measured (ka64,
-        // benches/README.md): without this the extra wake-ups cost more
-        // kernel time than hyper's channel and connection task did.
-        tokio::task::yield_now().await;
-        // Nothing of the body is taken before the head is out, so a socket
-        // that turns out closed hands the request back whole.
-        let n = match self.io.write(&out).await {
-            Ok(n) if n > 0 => n,
-            _ => {
-                return Err(SendError::Unsent(Box::new(Request::from_parts(
-                    parts, body,
-                ))))
+        async move {
+            // Written after the other tasks of this scheduler tick: the writes
+            // of a burst of requests then leave together, and the upstream
+            // wakes once for them rather than once per request. Measured (ka64,
+            // benches/README.md): without this the extra wake-ups cost more
+            // kernel time than hyper's channel and connection task did.
+            tokio::task::yield_now().await;
+            // Nothing of the body is taken before the head is out, so a socket
+            // that turns out closed hands the request back whole.
+            let n = match self.io.write(&out).await {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(SendError::Unsent(Box::new(Request::from_parts(
+                        parts, body,
+                    ))))
+                }
+            };
+            out.drain(..n);
+            if out.is_empty() && framing == ReqFraming::None {
+                // Nothing more to write: no buffer held while the answer comes.
+                out = Vec::new();
             }
-        };
-        out.drain(..n);
-        if out.is_empty() && framing == ReqFraming::None {
-            // Nothing more to write: no buffer held while the answer comes.
-            out = Vec::new();
-        }
-        let written = tokio::time::Instant::now();
-        let repeatable = self.reused
-            && framing == ReqFraming::None
-            && crate::forward::is_idempotent(&parts.method);
-        let mut heard = false;
-        let mut sending = Sending {
-            framing,
-            sent: 0,
-            done: framing == ReqFraming::None,
-            complete: true,
-        };
-        // Write the rest while watching for an early answer. An upstream
-        // refusing the body (an error status before it has all of it) is
-        // answered at once and the upload stopped; one that answers 2xx
-        // early and streams back while it reads (an echo, upload progress)
-        // gets the whole body, its answer buffered meanwhile up to
-        // EARLY_BUFFER (beyond that we only write, until the request
-        // timeout).
-        let mut early = false;
-        let mut streaming_back = false;
-        while !(sending.done && out.is_empty()) {
-            let (mut rd, mut wr) = self.io.split();
-            let room = self.buf.len() < EARLY_BUFFER;
-            if room && self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(FIRST_READ);
-            }
-            tokio::select! {
-                biased;
-                r = rd.read_buf(&mut self.buf), if room => {
-                    match r {
-                        Ok(0) if streaming_back => break,
-                        Ok(0) => return Err(SendError::Failed("upstream closed the connection while the request was sent".into())),
-                        Err(_) if streaming_back => break,
-                        Err(e) => return Err(SendError::Failed(e.to_string())),
-                        Ok(_) => heard = true,
+            let written = tokio::time::Instant::now();
+            let repeatable = self.reused
+                && framing == ReqFraming::None
+                && crate::forward::is_idempotent(&parts.method);
+            let mut heard = false;
+            let mut sending = Sending {
+                framing,
+                sent: 0,
+                done: framing == ReqFraming::None,
+                complete: true,
+            };
+            // Write the rest while watching for an early answer. An upstream
+            // refusing the body (an error status before it has all of it) is
+            // answered at once and the upload stopped; one that answers 2xx
+            // early and streams back while it reads (an echo, upload progress)
+            // gets the whole body, its answer buffered meanwhile up to
+            // EARLY_BUFFER (beyond that we only write, until the request
+            // timeout).
+            let mut early = false;
+            let mut streaming_back = false;
+            while !(sending.done && out.is_empty()) {
+                let (mut rd, mut wr) = self.io.split();
+                let room = self.buf.len() < EARLY_BUFFER;
+                if room && self.buf.capacity() - self.buf.len() < 1024 {
+                    self.buf.reserve(FIRST_READ);
+                }
+                tokio::select! {
+                    biased;
+                    r = rd.read_buf(&mut self.buf), if room => {
+                        match r {
+                            Ok(0) if streaming_back => break,
+                            Ok(0) => return Err(SendError::Failed("upstream closed the connection while the request was sent".into())),
+                            Err(_) if streaming_back => break,
+                            Err(e) => return Err(SendError::Failed(e.to_string())),
+                            Ok(_) => heard = true,
+                        }
+                        if streaming_back || !skip_interim(&mut self.buf).map_err(SendError::Failed)? {
+                            continue;
+                        }
+                        match parse_head(&self.buf).map_err(SendError::Failed)? {
+                            Some(h) if h.status.is_success() => streaming_back = true,
+                            // Not all of the head yet: its status decides.
+                            None => {}
+                            Some(_) => {
+                                early = true;
+                                break;
+                            }
+                        }
                     }
-                    if streaming_back || !skip_interim(&mut self.buf).map_err(SendError::Failed)? {
-                        continue;
-                    }
-                    match parse_head(&self.buf).map_err(SendError::Failed)? {
-                        Some(h) if h.status.is_success() => streaming_back = true,
-                        // Not all of the head yet: its status decides.
-                        None => {}
-                        Some(_) => {
-                            early = true;
-                            break;
+                    r = sending.step(&mut wr, &mut body, &mut out) => {
+                        match r {
+                            Ok(()) => {}
+                            // The upstream stopped reading but answers: its answer stands.
+                            Err(_) if streaming_back => {
+                                early = true;
+                                break;
+                            }
+                            Err(e) => return Err(SendError::Failed(e)),
                         }
                     }
                 }
-                r = sending.step(&mut wr, &mut body, &mut out) => {
-                    match r {
-                        Ok(()) => {}
-                        // The upstream stopped reading but answers: its answer stands.
-                        Err(_) if streaming_back => {
-                            early = true;
-                            break;
-                        }
-                        Err(e) => return Err(SendError::Failed(e)),
-                    }
-                }
             }
-        }
-        let complete = !early && sending.complete;
-        let connect = parts.method == Method::CONNECT;
-        match self.read_head(head_request, complete, heard, connect).await {
-            Ok(resp) => Ok(resp),
-            // Only the race: a close that follows the write at once, not a
-            // target failing while it works on the request.
-            Err(HeadError::Unanswered) if repeatable && written.elapsed() < RACE_WINDOW => Err(
-                SendError::Unsent(Box::new(Request::from_parts(parts, body))),
-            ),
-            Err(HeadError::Unanswered) => Err(SendError::Failed(
-                "upstream closed the connection before answering".into(),
-            )),
-            Err(HeadError::Failed(why)) => Err(SendError::Failed(why)),
+            let complete = !early && sending.complete;
+            let connect = parts.method == Method::CONNECT;
+            match self.read_head(head_request, complete, heard, connect).await {
+                Ok(resp) => Ok(resp.map(wrap)),
+                // Only the race: a close that follows the write at once, not a
+                // target failing while it works on the request.
+                Err(HeadError::Unanswered) if repeatable && written.elapsed() < RACE_WINDOW => Err(
+                    SendError::Unsent(Box::new(Request::from_parts(parts, body))),
+                ),
+                Err(HeadError::Unanswered) => Err(SendError::Failed(
+                    "upstream closed the connection before answering".into(),
+                )),
+                Err(HeadError::Failed(why)) => Err(SendError::Failed(why)),
+            }
         }
     }
 

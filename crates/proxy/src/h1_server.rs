@@ -905,13 +905,19 @@ fn body_finished<T>(inner: &mut Inner<T>) -> bool {
 /// Serves HTTP/1.1 on a client connection until it closes, fails, is
 /// upgraded, or `stop` resolves (then the connection closes between
 /// requests, or after the response in progress).
-pub async fn serve<T>(
+///
+/// Not an `async fn`: the socket goes into the shared state here, so the
+/// future (which lives as long as the connection) holds no copy of it, and
+/// `stop` stays pinned where the caller keeps it.
+pub fn serve<'a, T, S>(
     io: T,
     ctx: Arc<ConnCtx>,
     stall: std::time::Duration,
-    stop: impl Future<Output = ()>,
-) where
+    mut stop: Pin<&'a mut S>,
+) -> impl Future<Output = ()> + Send + 'a
+where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Future<Output = ()> + Send,
 {
     let link: Link<T> = Arc::new(Mutex::new(Inner {
         io: Some(io),
@@ -922,110 +928,129 @@ pub async fn serve<T>(
         continue_sent: None,
         stall,
     }));
-    let mut out = Vec::new();
-    tokio::pin!(stop);
-    let mut stopping = false;
-    let mut refused = false;
-    loop {
-        let read = if stopping {
-            HeadRead::Gone
-        } else {
-            tokio::select! {
-                biased;
-                h = read_head(&link) => h,
-                () = stop.as_mut() => HeadRead::Gone,
-            }
-        };
-        let (req, mut meta) = match read {
-            HeadRead::Request(req, meta) => (req, meta),
-            HeadRead::Gone => break,
-            HeadRead::Bad(status, why) => {
-                let meta = Meta {
-                    keep_alive: false,
-                    http10: false,
-                    head: false,
-                    connect: false,
-                    upgrade: None,
+    async move {
+        let mut out = Vec::new();
+        let mut stopping = false;
+        let mut refused = false;
+        loop {
+            // The parsed head is moved into the request's future in this block,
+            // so it has no place of its own in this future while that runs.
+            let mut meta;
+            let Ok(mut resp) = {
+                let req;
+                (req, meta) = match if stopping {
+                    HeadRead::Gone
+                } else {
+                    tokio::select! {
+                        biased;
+                        h = read_head(&link) => h,
+                        () = stop.as_mut() => HeadRead::Gone,
+                    }
+                } {
+                    HeadRead::Request(req, meta) => (req, meta),
+                    HeadRead::Gone => break,
+                    HeadRead::Bad(status, why) => {
+                        let meta = Meta {
+                            keep_alive: false,
+                            http10: false,
+                            head: false,
+                            connect: false,
+                            upgrade: None,
+                        };
+                        out.clear();
+                        let resp = crate::error::text_response(status, why);
+                        let (_, _) = encode_head(&resp, &meta, false, &mut out);
+                        if let ProxyBody::Full(Some(b)) = resp.into_body() {
+                            out.extend_from_slice(&b);
+                        }
+                        let _ = write_all(&link, &[&out]).await;
+                        // Whatever came after the refused head is unread.
+                        refused = true;
+                        break;
+                    }
                 };
-                out.clear();
-                let resp = crate::error::text_response(status, why);
-                let (_, _) = encode_head(&resp, &meta, false, &mut out);
-                if let ProxyBody::Full(Some(b)) = resp.into_body() {
-                    out.extend_from_slice(&b);
-                }
-                let _ = write_all(&link, &[&out]).await;
-                // Whatever came after the refused head is unread.
-                refused = true;
-                break;
+                handle(req, Arc::clone(&ctx))
             }
-        };
-        let mut resp = match handle(req, Arc::clone(&ctx)).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
-        let upgrading = resp.status() == StatusCode::SWITCHING_PROTOCOLS && meta.upgrade.is_some();
-        if resp.status().is_informational() && !upgrading {
-            // An interim status as the answer (a 1xx fixed response, a 101
-            // nobody asked for) would leave the client waiting for the
-            // final one: 500, as hyper's server did.
-            resp = crate::error::text_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "interim status as a final answer\n",
-            );
-        }
-        // A stop during the request: this response is the last.
-        if !stopping {
-            stopping = poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx).is_ready())).await;
-        }
-        // A body nobody reads any more (a fixed answer, a 404, an upstream
-        // that answered early): skipped if it has all arrived, else the
-        // response says the connection closes after it.
-        let unread = {
-            let mut inner = lock(&link);
-            Arc::strong_count(&link) == 1 && !body_finished(&mut inner)
-        };
-        let keep = meta.keep_alive && !stopping && !unread;
-        let kept = respond(&link, resp, &meta, keep, &mut out).await;
-        if out.capacity() > KEEP_OUT {
-            out = Vec::new();
-        }
-        match kept {
-            Ok(_) if upgrading => {
-                if let Some(tx) = meta.upgrade.take() {
-                    let mut inner = lock(&link);
-                    let stale = inner.move_on();
-                    if let Some(io) = inner.io.take() {
-                        let read_ahead = inner.buf.split().freeze();
-                        let _ = tx.send(Upgraded {
-                            io: Box::new(io),
-                            read_ahead,
-                        });
-                    }
-                    drop(inner);
-                    if let Some(w) = stale {
-                        w.wake();
-                    }
-                }
-                return;
+            .await;
+            let upgrading =
+                resp.status() == StatusCode::SWITCHING_PROTOCOLS && meta.upgrade.is_some();
+            if resp.status().is_informational() && !upgrading {
+                // An interim status as the answer (a 1xx fixed response, a 101
+                // nobody asked for) would leave the client waiting for the
+                // final one: 500, as hyper's server did.
+                resp = crate::error::text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "interim status as a final answer\n",
+                );
             }
-            Ok(true) => {
+            // A stop during the request: this response is the last. Polled
+            // without a waker: the next head read polls it with one, and an
+            // await here would keep the response in this future twice.
+            if !stopping {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                stopping = stop.as_mut().poll(&mut cx).is_ready();
+            }
+            // A body nobody reads any more (a fixed answer, a 404, an upstream
+            // that answered early): skipped if it has all arrived, else the
+            // response says the connection closes after it.
+            let unread = {
                 let mut inner = lock(&link);
-                if !body_finished(&mut inner) {
+                Arc::strong_count(&link) == 1 && !body_finished(&mut inner)
+            };
+            let keep = meta.keep_alive && !stopping && !unread;
+            let kept = respond(&link, resp, &meta, keep, &mut out).await;
+            if out.capacity() > KEEP_OUT {
+                out = Vec::new();
+            }
+            match kept {
+                Ok(_) if upgrading => {
+                    if let Some(tx) = meta.upgrade.take() {
+                        let mut inner = lock(&link);
+                        let stale = inner.move_on();
+                        if let Some(io) = inner.io.take() {
+                            let read_ahead = inner.buf.split().freeze();
+                            let _ = tx.send(Upgraded {
+                                io: Box::new(io),
+                                read_ahead,
+                            });
+                        }
+                        drop(inner);
+                        if let Some(w) = stale {
+                            w.wake();
+                        }
+                    }
+                    return;
+                }
+                Ok(true) => {
+                    let mut inner = lock(&link);
+                    if !body_finished(&mut inner) {
+                        break;
+                    }
+                    if inner.buf.is_empty() {
+                        inner.buf = BytesMut::new();
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "response not delivered");
                     break;
                 }
-                if inner.buf.is_empty() {
-                    inner.buf = BytesMut::new();
-                }
-            }
-            Ok(false) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "response not delivered");
-                break;
             }
         }
+        close(&link, refused, stall).await;
     }
+}
+
+/// The end of a client connection: the socket is taken from the shared
+/// state and closed. Its own future, and not an `async fn` (see `serve`):
+/// the socket is kept once, and only while it closes.
+fn close<T: AsyncRead + AsyncWrite + Unpin>(
+    link: &Link<T>,
+    refused: bool,
+    stall: std::time::Duration,
+) -> impl Future<Output = ()> {
     let (io, unread, stale) = {
-        let mut inner = lock(&link);
+        let mut inner = lock(link);
         let stale = inner.move_on();
         (
             inner.io.take(),
@@ -1036,33 +1061,35 @@ pub async fn serve<T>(
     if let Some(w) = stale {
         w.wake();
     }
-    let Some(mut io) = io else {
-        return;
-    };
-    if unread {
-        // Closing a socket with unread input sends a reset, which can
-        // destroy the response before the client reads it: discard what
-        // has arrived (without waiting, bounded) first.
-        let mut discarded = 0usize;
-        poll_fn(|cx| loop {
-            let mut chunk = [MaybeUninit::<u8>::uninit(); HEAD_READ];
-            let mut rb = ReadBuf::uninit(&mut chunk);
-            match Pin::new(&mut io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) if !rb.filled().is_empty() && discarded < DISCARD_MAX => {
-                    discarded += rb.filled().len();
+    async move {
+        let Some(mut io) = io else {
+            return;
+        };
+        if unread {
+            // Closing a socket with unread input sends a reset, which can
+            // destroy the response before the client reads it: discard what
+            // has arrived (without waiting, bounded) first.
+            let mut discarded = 0usize;
+            poll_fn(|cx| loop {
+                let mut chunk = [MaybeUninit::<u8>::uninit(); HEAD_READ];
+                let mut rb = ReadBuf::uninit(&mut chunk);
+                match Pin::new(&mut io).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) if !rb.filled().is_empty() && discarded < DISCARD_MAX => {
+                        discarded += rb.filled().len();
+                    }
+                    _ => return Poll::Ready(()),
                 }
-                _ => return Poll::Ready(()),
-            }
-        })
-        .await;
-    }
-    // TLS sends close_notify (plain TCP's FIN comes with the drop), as
-    // long as the client reads it.
-    let shutdown = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx));
-    if stall.is_zero() {
-        let _ = shutdown.await;
-    } else {
-        let _ = tokio::time::timeout(stall, shutdown).await;
+            })
+            .await;
+        }
+        // TLS sends close_notify (plain TCP's FIN comes with the drop), as
+        // long as the client reads it.
+        let shutdown = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx));
+        if stall.is_zero() {
+            let _ = shutdown.await;
+        } else {
+            let _ = tokio::time::timeout(stall, shutdown).await;
+        }
     }
 }
 

@@ -4,6 +4,11 @@ use super::*;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
+/// The body as it comes, for `Conn::send`.
+fn identity(body: Body) -> Body {
+    body
+}
+
 /// An upstream that reads one request head (and `body_len` body bytes),
 /// records what it read, and answers with `answer` (raw bytes).
 async fn scripted(answers: Vec<&'static [u8]>) -> (Conn, tokio::task::JoinHandle<Vec<u8>>) {
@@ -72,7 +77,7 @@ async fn sent_bytes(
 }
 
 async fn send_ok(conn: Conn, req: Request<RequestBody>) -> Response<Body> {
-    match conn.send(req).await {
+    match conn.send(req, identity).await {
         Ok(r) => r,
         Err(SendError::Unsent(_)) => panic!("unsent"),
         Err(SendError::Failed(why)) => panic!("failed: {why}"),
@@ -219,7 +224,7 @@ async fn malformed_answers_fail_clearly() {
         ),
     ] {
         let (conn, _server) = scripted(vec![answer]).await;
-        match conn.send(get("/")).await {
+        match conn.send(get("/"), identity).await {
             Err(SendError::Failed(w)) => assert!(w.contains(why), "{w}"),
             _ => panic!("expected a failure for {answer:?}"),
         }
@@ -252,7 +257,7 @@ async fn upstream_closing_before_answer_fails() {
         Arc::default(),
         None,
     );
-    match conn.send(get("/")).await {
+    match conn.send(get("/"), identity).await {
         Err(SendError::Failed(w)) => assert!(w.contains("before answering"), "{w}"),
         _ => panic!("expected a failure"),
     }
@@ -318,7 +323,7 @@ async fn early_answer_stops_the_upload_and_the_connection_is_not_reused() {
     // A body that never ends: the answer must still come through.
     let (_tx, body) = chan_body(vec![b"part"]);
     let req = post(body);
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), conn.send(req))
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), conn.send(req, identity))
         .await
         .expect("early answer not delivered");
     let Ok(resp) = resp else { panic!("failed") };
@@ -448,7 +453,7 @@ async fn a_reused_connection_closed_without_answer_gives_a_safe_request_back() {
     let mut body = send_ok(conn, get("/first")).await.into_body();
     assert_eq!(collect(&mut body).await.0, b"ok");
     let conn = body.take_conn().expect("pooled");
-    match conn.send(get("/second")).await {
+    match conn.send(get("/second"), identity).await {
         Err(SendError::Unsent(req)) => assert_eq!(req.uri(), "/second"),
         Err(SendError::Failed(w)) => panic!("failed instead of given back: {w}"),
         Ok(_) => panic!("answered"),
@@ -465,7 +470,7 @@ async fn a_request_with_a_body_is_not_given_back_after_it_went_out() {
     let mut req = post(http_body_util::Full::new(Bytes::from_static(b"abc")));
     req.headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from_static("3"));
-    match conn.send(req).await {
+    match conn.send(req, identity).await {
         Err(SendError::Failed(w)) => assert!(w.contains("closed"), "{w}"),
         _ => panic!("a POST must not come back for a resend"),
     }

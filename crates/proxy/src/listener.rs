@@ -1,5 +1,6 @@
 //! HTTP listeners: accept loop, connection limits, graceful stop.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,54 +126,62 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// asked to finish gracefully (HTTP/1: close after the current response;
 /// HTTP/2: GOAWAY). Our own protocol detection instead of hyper-util's
 /// `auto`: see `GuardedIo::sniff_h2`.
-async fn serve_client<T>(
+///
+/// Not an `async fn`, which would keep `io` twice in this future (see
+/// `service::handle`).
+#[allow(clippy::manual_async_fn)] // see the comment above
+fn serve_client<T>(
     mut io: GuardedIo<T>,
     ctx: Arc<ConnCtx>,
     h2: &http2::Builder<TokioExecutor>,
     alpn_h2: bool,
     mut stop: watch::Receiver<bool>,
-) where
+) -> impl Future<Output = ()> + Send + '_
+where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let sniffed = if alpn_h2 {
-        Ok(Some(true))
-    } else {
-        // A client that connected and sent nothing must not hold up a
-        // graceful stop until its header_read timeout.
-        tokio::select! {
-            r = io.sniff_h2() => r,
-            () = stopped(&mut stop) => return,
-        }
-    };
-    let is_h2 = match sniffed {
-        Ok(Some(h2)) => h2,
-        // Closed before a byte: nothing to serve.
-        Ok(None) => return,
-        Err(e) => {
-            tracing::debug!(error = %e, "client connection ended before a request");
+    async move {
+        let sniffed = if alpn_h2 {
+            Ok(Some(true))
+        } else {
+            // A client that connected and sent nothing must not hold up a
+            // graceful stop until its header_read timeout.
+            tokio::select! {
+                r = io.sniff_h2() => r,
+                () = stopped(&mut stop) => return,
+            }
+        };
+        let is_h2 = match sniffed {
+            Ok(Some(h2)) => h2,
+            // Closed before a byte: nothing to serve.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "client connection ended before a request");
+                return;
+            }
+        };
+        if !is_h2 {
+            let stall = io.idle();
+            let stop = std::pin::pin!(stopped(&mut stop));
+            crate::h1_server::serve(io, ctx, stall, stop).await;
             return;
         }
-    };
-    if !is_h2 {
-        let stall = io.idle();
-        crate::h1_server::serve(io, ctx, stall, stopped(&mut stop)).await;
-        return;
-    }
-    let svc = service_fn(move |req: Request<Incoming>| {
-        handle(req.map(RequestBody::Client), Arc::clone(&ctx))
-    });
-    // Boxed: inline, hyper's HTTP/2 connection state would size the task
-    // of every client connection, HTTP/1.1 ones included.
-    let mut conn = Box::pin(h2.serve_connection(TokioIo::new(io), svc));
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+        let svc = service_fn(move |req: Request<Incoming>| {
+            handle(req.map(RequestBody::Client), Arc::clone(&ctx))
+        });
+        // Boxed: inline, hyper's HTTP/2 connection state would size the task
+        // of every client connection, HTTP/1.1 ones included.
+        let mut conn = Box::pin(h2.serve_connection(TokioIo::new(io), svc));
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "client connection ended with an error");
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
 

@@ -63,9 +63,7 @@ impl Sender {
     /// client abandons can finish without it (`linger`).
     pub fn send(self, req: Request<RequestBody>) -> ResponseFuture {
         match self {
-            Sender::H1(conn) => {
-                Box::pin(async move { conn.send(req).await.map(|resp| resp.map(UpBody::H1)) })
-            }
+            Sender::H1(conn) => Box::pin(conn.send(req, UpBody::H1)),
             Sender::H2(mut s) => Box::pin(async move {
                 // Closed before we wrote anything: the request is still ours.
                 if s.ready().await.is_err() {

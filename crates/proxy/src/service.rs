@@ -2,6 +2,7 @@
 //! async fn called by our HTTP/1.1 server and hyper's HTTP/2 one.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,167 +42,175 @@ struct Outcome<'a> {
     request_id: Option<HeaderValue>,
 }
 
-pub async fn handle(
+/// Answers one request. Not an `async fn` (nor is `forward_split`): an
+/// `async fn` keeps its arguments twice (rust-lang/rust#62958), and this
+/// future lives in the client connection's task for as long as the
+/// request is at the target.
+#[allow(clippy::manual_async_fn)] // see the comment above
+pub fn handle(
     req: Request<RequestBody>,
     ctx: Arc<ConnCtx>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let started = Instant::now();
-    let mark = ctx.state.begin();
-    let http1 = req.version() <= Version::HTTP_11;
-    if ctx.state.smuggling.load(Ordering::Relaxed) {
-        // Content-Length and Transfer-Encoding together: refuse, and close
-        // so that nothing after this head is ever read as a request.
-        let mut resp =
-            ProxyError::BadRequest("both content-length and transfer-encoding").into_response();
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(resp);
-    }
-    if http1 && !host_is_unambiguous(&req) {
-        // RFC 9112 3.2: more than one Host, or none on HTTP/1.1, is a 400.
-        // Routing reads the first Host; an upstream reading another one
-        // could be steered past the routes.
-        let mut resp = ProxyError::BadRequest("missing or repeated host").into_response();
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(resp);
-    }
-    let current = ctx.shared.snapshot.load_full();
-    let found = match current.listener_index(&ctx.listener) {
-        Some(i) => Some((current, i)),
-        // A reload removed this listener; its connections drain on the
-        // last config that had it.
-        None => ctx
-            .retired
-            .load_full()
-            .and_then(|last| last.listener_index(&ctx.listener).map(|i| (last, i))),
-    };
-    let Some((snap, index)) = found else {
-        return Ok(text_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "listener removed\n",
-        ));
-    };
-    let table = &snap.listeners[index];
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    // Copied only when logging: the request is moved into the forward.
-    let logged = ctx.shared.access_log.enabled().then(|| {
-        (
-            req.method().as_str().to_owned(),
-            req.uri().path().to_owned(),
-            host.unwrap_or("").to_owned(),
-        )
-    });
-    let info = RequestInfo {
-        host,
-        path: req.uri().path(),
-        method: req.method(),
-        headers: req.headers(),
-    };
-    let (mut resp, outcome, metrics) = match table.route(&info) {
-        None => (
-            ProxyError::NoRoute.into_response(),
-            Outcome {
-                route: "",
-                group: "",
-                target: None,
-                request_id: None,
-            },
-            &table.unmatched,
-        ),
-        Some(route) => match &route.action {
-            Action::Fixed(f) => {
-                let mut resp = Response::new(ProxyBody::full(f.body.clone()));
-                *resp.status_mut() = f.status;
-                resp.headers_mut()
-                    .insert(header::CONTENT_TYPE, f.content_type.clone());
-                (
-                    resp,
-                    Outcome {
-                        route: &route.name,
-                        group: "",
-                        target: None,
-                        request_id: None,
-                    },
-                    &route.metrics,
-                )
-            }
-            Action::Redirect(r) => {
-                let url = RequestUrl {
-                    scheme: ctx.scheme,
-                    host,
-                    path: req.uri().path(),
-                    query: req.uri().query(),
-                };
-                let resp = match r.location(&url) {
-                    Some(loc) => {
-                        let mut resp = Response::new(ProxyBody::empty());
-                        *resp.status_mut() = r.status;
-                        resp.headers_mut().insert(header::LOCATION, loc);
-                        resp
-                    }
-                    None => ProxyError::BadRequest("cannot build redirect").into_response(),
-                };
-                (
-                    resp,
-                    Outcome {
-                        route: &route.name,
-                        group: "",
-                        target: None,
-                        request_id: None,
-                    },
-                    &route.metrics,
-                )
-            }
-            Action::Forward(split) => {
-                let (resp, group, target, id) = forward_split(&snap, split, req, &ctx, mark).await;
-                let group_name = snap.groups.get(group).map_or("", |g| g.name());
-                (
-                    resp,
-                    Outcome {
-                        route: &route.name,
-                        group: group_name,
-                        target,
-                        request_id: Some(id),
-                    },
-                    route.metrics_for(group),
-                )
-            }
-        },
-    };
-    if http1 && ctx.shared.shutting_down.load(Ordering::Relaxed) {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    let status = resp.status().as_u16();
-    metrics.record(status, started);
-    if let Some((method, path, host)) = &logged {
-        let client = ctx.client.ip_value.to_str().unwrap_or("");
-        let target = outcome.target.as_ref().map_or("", |t| t.label());
-        let id = outcome
-            .request_id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        ctx.shared.access_log.log(&Entry {
-            listener: &ctx.listener,
-            route: outcome.route,
-            target_group: outcome.group,
-            target,
-            method,
-            path,
-            host,
-            status,
-            duration_s: started.elapsed().as_secs_f64(),
-            client,
-            request_id: id,
+) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
+    async move {
+        let started = Instant::now();
+        let mark = ctx.state.begin();
+        let http1 = req.version() <= Version::HTTP_11;
+        if ctx.state.smuggling.load(Ordering::Relaxed) {
+            // Content-Length and Transfer-Encoding together: refuse, and close
+            // so that nothing after this head is ever read as a request.
+            let mut resp =
+                ProxyError::BadRequest("both content-length and transfer-encoding").into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(resp);
+        }
+        if http1 && !host_is_unambiguous(&req) {
+            // RFC 9112 3.2: more than one Host, or none on HTTP/1.1, is a 400.
+            // Routing reads the first Host; an upstream reading another one
+            // could be steered past the routes.
+            let mut resp = ProxyError::BadRequest("missing or repeated host").into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(resp);
+        }
+        let current = ctx.shared.snapshot.load_full();
+        let found = match current.listener_index(&ctx.listener) {
+            Some(i) => Some((current, i)),
+            // A reload removed this listener; its connections drain on the
+            // last config that had it.
+            None => ctx
+                .retired
+                .load_full()
+                .and_then(|last| last.listener_index(&ctx.listener).map(|i| (last, i))),
+        };
+        let Some((snap, index)) = found else {
+            return Ok(text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "listener removed\n",
+            ));
+        };
+        let table = &snap.listeners[index];
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        // Copied only when logging: the request is moved into the forward.
+        let logged = ctx.shared.access_log.enabled().then(|| {
+            (
+                req.method().as_str().to_owned(),
+                req.uri().path().to_owned(),
+                host.unwrap_or("").to_owned(),
+            )
         });
+        let info = RequestInfo {
+            host,
+            path: req.uri().path(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        let (mut resp, outcome, metrics) = match table.route(&info) {
+            None => (
+                ProxyError::NoRoute.into_response(),
+                Outcome {
+                    route: "",
+                    group: "",
+                    target: None,
+                    request_id: None,
+                },
+                &table.unmatched,
+            ),
+            Some(route) => match &route.action {
+                Action::Fixed(f) => {
+                    let mut resp = Response::new(ProxyBody::full(f.body.clone()));
+                    *resp.status_mut() = f.status;
+                    resp.headers_mut()
+                        .insert(header::CONTENT_TYPE, f.content_type.clone());
+                    (
+                        resp,
+                        Outcome {
+                            route: &route.name,
+                            group: "",
+                            target: None,
+                            request_id: None,
+                        },
+                        &route.metrics,
+                    )
+                }
+                Action::Redirect(r) => {
+                    let url = RequestUrl {
+                        scheme: ctx.scheme,
+                        host,
+                        path: req.uri().path(),
+                        query: req.uri().query(),
+                    };
+                    let resp = match r.location(&url) {
+                        Some(loc) => {
+                            let mut resp = Response::new(ProxyBody::empty());
+                            *resp.status_mut() = r.status;
+                            resp.headers_mut().insert(header::LOCATION, loc);
+                            resp
+                        }
+                        None => ProxyError::BadRequest("cannot build redirect").into_response(),
+                    };
+                    (
+                        resp,
+                        Outcome {
+                            route: &route.name,
+                            group: "",
+                            target: None,
+                            request_id: None,
+                        },
+                        &route.metrics,
+                    )
+                }
+                Action::Forward(split) => {
+                    let (resp, group, target, id) =
+                        forward_split(&snap, split, req, &ctx, mark).await;
+                    let group_name = snap.groups.get(group).map_or("", |g| g.name());
+                    (
+                        resp,
+                        Outcome {
+                            route: &route.name,
+                            group: group_name,
+                            target,
+                            request_id: Some(id),
+                        },
+                        route.metrics_for(group),
+                    )
+                }
+            },
+        };
+        if http1 && ctx.shared.shutting_down.load(Ordering::Relaxed) {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let status = resp.status().as_u16();
+        metrics.record(status, started);
+        if let Some((method, path, host)) = &logged {
+            let client = ctx.client.ip_value.to_str().unwrap_or("");
+            let target = outcome.target.as_ref().map_or("", |t| t.label());
+            let id = outcome
+                .request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            ctx.shared.access_log.log(&Entry {
+                listener: &ctx.listener,
+                route: outcome.route,
+                target_group: outcome.group,
+                target,
+                method,
+                path,
+                host,
+                status,
+                duration_s: started.elapsed().as_secs_f64(),
+                client,
+                request_id: id,
+            });
+        }
+        Ok(resp)
     }
-    Ok(resp)
 }
 
 /// Exactly one Host header, or none on HTTP/1.0 (RFC 9112 3.2).
@@ -217,113 +226,118 @@ fn host_is_unambiguous<B>(req: &Request<B>) -> bool {
 /// Chooses the group (stickiness first, else by weight), rewrites the head
 /// and forwards. Returns the response, the group used, the target and the
 /// request id.
-async fn forward_split(
-    snap: &Snapshot,
-    split: &switchyard_routing::Split,
+#[allow(clippy::manual_async_fn)] // see the comment above
+fn forward_split<'a>(
+    snap: &'a Snapshot,
+    split: &'a switchyard_routing::Split,
     mut req: Request<RequestBody>,
-    ctx: &ConnCtx,
+    ctx: &'a ConnCtx,
     mark: crate::guard::RequestMark,
-) -> (
-    Response<ProxyBody>,
-    usize,
-    Option<Arc<switchyard_routing::Target>>,
-    HeaderValue,
-) {
-    let id = request_id(req.headers());
-    let now = split.sticky.as_ref().map(|_| SystemTime::now());
-    let sticky = now.and_then(|now| split.sticky_group(req.headers(), now));
-    let (group, set_cookie) = match sticky {
-        Some(g) if snap.has_usable(g) => (Some(g), false),
-        _ => (snap.choose_group(split), now.is_some()),
-    };
-    let Some(group) = group else {
-        return (
-            ProxyError::Unavailable("no target group has weight\n").into_response(),
-            usize::MAX,
-            None,
-            id,
-        );
-    };
-    // Target stickiness: the group's own cookie names a target.
-    let target_sticky = snap.groups[group].spec.stickiness.as_ref();
-    let wanted: Option<Box<str>> = match (
-        target_sticky,
-        now.or_else(|| target_sticky.map(|_| SystemTime::now())),
-    ) {
-        (Some(s), Some(now)) => switchyard_routing::cookie::find(req.headers(), &s.cookie)
-            .and_then(|v| switchyard_routing::split::parse_unexpired(v, now))
-            .map(Into::into),
-        _ => None,
-    };
-    // What hop-by-hop stripping would lose but the target must see.
-    let upgrade_to = crate::upgrade::wants_upgrade(req.headers())
-        .then(|| req.headers().get(header::UPGRADE).cloned())
-        .flatten();
-    let te_trailers = req
-        .headers()
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    let extras = Extras {
-        upgrade: upgrade_to
-            .as_ref()
-            .and_then(|_| req.extensions_mut().remove::<crate::h1_server::OnUpgrade>()),
-        te_trailers,
-    };
-    let (parts, body) = {
-        let (mut parts, body) = req.into_parts();
-        prepare_request(
-            &mut parts.headers,
-            &mut parts.uri,
-            &mut parts.version,
-            &ctx.client,
-            &id,
-        );
-        if let Some(proto) = upgrade_to {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto);
-        }
-        (parts, body)
-    };
-    req = Request::from_parts(parts, body);
-    let Forwarded {
-        result,
-        group: used,
-        target,
-    } = forward(
-        snap,
-        group,
-        req,
-        Some(ctx.client_ip),
-        mark,
-        wanted.as_deref(),
-        extras,
-    )
-    .await;
-    let mut resp = result.unwrap_or_else(|e| {
-        tracing::debug!(error = %e, "request failed");
-        e.into_response()
-    });
-    if set_cookie {
-        // The cookie names the group the split chose, even when failover
-        // served this one request elsewhere.
-        if let Some(v) = now.and_then(|now| split.set_cookie(group, now)) {
-            resp.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    if let (Some(s), Some(t)) = (target_sticky, &target) {
-        if wanted.as_deref() != Some(t.label()) {
-            let cookie = switchyard_routing::split::set_cookie_value(
-                &s.cookie,
-                t.label(),
-                s.duration,
-                SystemTime::now(),
+) -> impl Future<
+    Output = (
+        Response<ProxyBody>,
+        usize,
+        Option<Arc<switchyard_routing::Target>>,
+        HeaderValue,
+    ),
+> + 'a {
+    async move {
+        let id = request_id(req.headers());
+        let now = split.sticky.as_ref().map(|_| SystemTime::now());
+        let sticky = now.and_then(|now| split.sticky_group(req.headers(), now));
+        let (group, set_cookie) = match sticky {
+            Some(g) if snap.has_usable(g) => (Some(g), false),
+            _ => (snap.choose_group(split), now.is_some()),
+        };
+        let Some(group) = group else {
+            return (
+                ProxyError::Unavailable("no target group has weight\n").into_response(),
+                usize::MAX,
+                None,
+                id,
             );
-            if let Some(v) = cookie {
+        };
+        // Target stickiness: the group's own cookie names a target.
+        let target_sticky = snap.groups[group].spec.stickiness.as_ref();
+        let wanted: Option<Box<str>> = match (
+            target_sticky,
+            now.or_else(|| target_sticky.map(|_| SystemTime::now())),
+        ) {
+            (Some(s), Some(now)) => switchyard_routing::cookie::find(req.headers(), &s.cookie)
+                .and_then(|v| switchyard_routing::split::parse_unexpired(v, now))
+                .map(Into::into),
+            _ => None,
+        };
+        // What hop-by-hop stripping would lose but the target must see.
+        let upgrade_to = crate::upgrade::wants_upgrade(req.headers())
+            .then(|| req.headers().get(header::UPGRADE).cloned())
+            .flatten();
+        let te_trailers = req
+            .headers()
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        let extras = Extras {
+            upgrade: upgrade_to
+                .as_ref()
+                .and_then(|_| req.extensions_mut().remove::<crate::h1_server::OnUpgrade>()),
+            te_trailers,
+        };
+        let (parts, body) = {
+            let (mut parts, body) = req.into_parts();
+            prepare_request(
+                &mut parts.headers,
+                &mut parts.uri,
+                &mut parts.version,
+                &ctx.client,
+                &id,
+            );
+            if let Some(proto) = upgrade_to {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, proto);
+            }
+            (parts, body)
+        };
+        req = Request::from_parts(parts, body);
+        let Forwarded {
+            result,
+            group: used,
+            target,
+        } = forward(
+            snap,
+            group,
+            req,
+            Some(ctx.client_ip),
+            mark,
+            wanted.as_deref(),
+            extras,
+        )
+        .await;
+        let mut resp = result.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "request failed");
+            e.into_response()
+        });
+        if set_cookie {
+            // The cookie names the group the split chose, even when failover
+            // served this one request elsewhere.
+            if let Some(v) = now.and_then(|now| split.set_cookie(group, now)) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
         }
+        if let (Some(s), Some(t)) = (target_sticky, &target) {
+            if wanted.as_deref() != Some(t.label()) {
+                let cookie = switchyard_routing::split::set_cookie_value(
+                    &s.cookie,
+                    t.label(),
+                    s.duration,
+                    SystemTime::now(),
+                );
+                if let Some(v) = cookie {
+                    resp.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+        }
+        (resp, used, target, id)
     }
-    (resp, used, target, id)
 }
