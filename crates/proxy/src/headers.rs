@@ -77,10 +77,18 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     pub fn new(ip: std::net::IpAddr, proto: &'static str) -> ClientInfo {
+        // Formatted on the stack: one allocation (the value's) per
+        // connection rather than a growing String and then the value.
+        let mut text = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let written = std::io::Write::write_fmt(&mut cursor, format_args!("{ip}")).is_ok();
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
         ClientInfo {
             // An IP's text form is always a valid header value.
-            ip_value: HeaderValue::from_str(&ip.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            ip_value: written
+                .then(|| HeaderValue::from_bytes(&text[..len]).ok())
+                .flatten()
+                .unwrap_or_else(|| HeaderValue::from_static("unknown")),
             proto: HeaderValue::from_static(proto),
         }
     }
