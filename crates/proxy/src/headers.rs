@@ -9,49 +9,62 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Hop-by-hop headers (RFC 9110 7.6.1) that never cross a proxy.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 7.6.1) that never cross a proxy. As
+/// `HeaderName`s: standard names then compare as enum tags, and removing
+/// one hashes no text.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Whether `name` is one of the fixed hop-by-hop headers.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.as_str().len() == h.len() && name == *h)
+    HOP_BY_HOP.iter().any(|h| h == name)
 }
 
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most messages carry none of these
-    // (standard names compare as enum tags), and then nothing is hashed.
-    let any = headers.keys().any(is_hop_by_hop);
-    if !any {
+    // One pass over the names first, noting which fixed ones are present:
+    // most messages carry none or only `Connection`, and only those
+    // present are then looked up to be removed.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        // Collected first: the names borrow from the map we remove from.
-        // Only requests that carry Connection pay for this.
+    if present & 1 != 0 {
+        // The names `Connection` lists, other than the fixed ones (removed
+        // below) and `close`. Collected first: they borrow from the map
+        // we remove from; the usual `keep-alive`, `close` or `upgrade`
+        // collect nothing and allocate nothing.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|n| !is_hop_by_hop(n))
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -211,6 +224,35 @@ mod tests {
             assert!(!h.contains_key(gone), "{gone} should be removed");
         }
         assert_eq!(uri, "/p?q=1");
+    }
+
+    #[test]
+    fn fixed_hop_by_hop_headers_go_without_connection_and_named_ones_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "1");
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Close, X-Other,Transfer-Encoding"),
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static("x-more"));
+        h.insert("x-other", HeaderValue::from_static("o"));
+        h.insert("x-more", HeaderValue::from_static("m"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "1");
     }
 
     #[test]
