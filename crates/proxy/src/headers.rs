@@ -22,6 +22,15 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// `Connection` tokens that name no header to remove besides the fixed
+/// ones: checked before parsing a token as a header name.
+fn is_fixed_token(token: &[u8]) -> bool {
+    token.is_empty()
+        || [&b"close"[..], b"keep-alive", b"upgrade", b"te"]
+            .iter()
+            .any(|t| token.eq_ignore_ascii_case(t))
+}
+
 /// Whether `name` is one of the fixed hop-by-hop headers.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.iter().any(|h| h == name)
@@ -50,11 +59,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("close"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !is_fixed_token(t))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .filter(|n| !is_hop_by_hop(n))
             .collect();
         for name in named {
@@ -74,9 +82,19 @@ pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|v| value_has_token(v, token))
+}
+
+/// Whether one comma-separated value lists `token`. The usual value is
+/// the token alone (`keep-alive`, `close`): answered without splitting.
+fn value_has_token(value: &HeaderValue, token: &str) -> bool {
+    let bytes = value.as_bytes();
+    if !bytes.contains(&b',') {
+        return bytes.trim_ascii().eq_ignore_ascii_case(token.as_bytes());
+    }
+    bytes
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Per-connection values computed once at accept.
