@@ -726,7 +726,7 @@ fn encode_head(
     }
     // Once per connection (the buffer is kept): growing it by doubling
     // cost five reallocations on a new connection's first response.
-    out.reserve(128 + 48 * headers.len());
+    out.reserve((128 + 48 * headers.len()).min(KEEP_OUT));
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');

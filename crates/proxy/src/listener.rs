@@ -306,7 +306,6 @@ pub fn spawn_http(
                 });
                 continue;
             }
-            let io = GuardedIo::new(stream, state, header_read, idle, true);
             let (builders, active, stop, tracked) = (
                 Arc::clone(&builders),
                 active.clone(),
@@ -315,6 +314,11 @@ pub fn spawn_http(
             );
             tokio::spawn(async move {
                 let _tracked = tracked;
+                // Made here, not before the spawn: the task's future then
+                // holds the bare socket, and tokio moves that future
+                // several times while spawning it and once more when it
+                // ends (the wrapper is ten times the socket's size).
+                let io = GuardedIo::new(stream, state, header_read, idle, true);
                 // Boxed: the connection's future is kilobytes (the request's
                 // future lives in it); spawning moves the task's future
                 // several times and tokio copies its whole stage when it
@@ -374,9 +378,10 @@ mod tests {
     /// (RSS under 1,000 connections, benches/README.md). `async fn`s keep
     /// their arguments twice and every local live across two awaits gets a
     /// place of its own; this fails when a change brings that back. The
-    /// bound leaves about 20% room over the size measured when it was set
-    /// (2,952 bytes in a release build, 2,968 in a test build; 6,920
-    /// before the request path's futures were made smaller).
+    /// bound leaves about 40% room over the size measured when it was set
+    /// with rustc 1.95 (2,952 bytes in a release build, 2,968 in a test
+    /// build; 6,920 before the request path's futures were made smaller):
+    /// a new compiler lays futures out differently, and may need it moved.
     #[tokio::test]
     async fn a_client_connection_future_stays_small() {
         let yaml = "listeners:\n  - name: l\n    bind: \"127.0.0.1:0\"\n    routes:\n      - name: r\n        forward: { target_group: g }\ntarget_groups:\n  - name: g\n    targets: [ { address: \"127.0.0.1:9\" } ]\n";
@@ -413,7 +418,7 @@ mod tests {
         let connection = serve_client(io, ctx, &builders, false, stop);
         let size = std::mem::size_of_val(&connection);
         eprintln!("client connection future: {size} bytes");
-        let bound = 3584;
+        let bound = 4096;
         assert!(
             size <= bound,
             "client connection future is {size} bytes (bound {bound})"
