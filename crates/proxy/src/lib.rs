@@ -20,6 +20,7 @@ pub mod listener;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod service;
+mod stop;
 pub mod tcp_copy;
 #[cfg(target_os = "linux")]
 mod tcp_splice;

@@ -22,6 +22,7 @@ use crate::body::RequestBody;
 use crate::guard::{ConnState, GuardedIo};
 use crate::headers::ClientInfo;
 use crate::service::{handle, ConnCtx};
+use crate::stop::StopSignal;
 use crate::Shared;
 
 /// Largest request head accepted; bigger ones get 431.
@@ -111,15 +112,6 @@ fn h2_builder() -> http2::Builder<TokioExecutor> {
     h2
 }
 
-/// Resolves once the listener is told to stop; never if its handle is
-/// gone without a stop (as hyper-util's graceful watcher).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns must not live across an await.
-    if stop.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// Serves one client connection until it ends: HTTP/2 when TLS
 /// negotiated `h2` or the client opens with the h2 preface, else
 /// HTTP/1.1 (with Upgrade). When `stop` turns true the connection is
@@ -135,7 +127,7 @@ fn serve_client<T>(
     ctx: Arc<ConnCtx>,
     h2: &http2::Builder<TokioExecutor>,
     alpn_h2: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: Arc<StopSignal>,
 ) -> impl Future<Output = ()> + Send + '_
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -147,8 +139,9 @@ where
             // A client that connected and sent nothing must not hold up a
             // graceful stop until its header_read timeout.
             tokio::select! {
+                biased;
                 r = io.sniff_h2() => r,
-                () = stopped(&mut stop) => return,
+                () = stop.wait() => return,
             }
         };
         let is_h2 = match sniffed {
@@ -162,8 +155,8 @@ where
         };
         if !is_h2 {
             let stall = io.idle();
-            let stop = std::pin::pin!(stopped(&mut stop));
-            crate::h1_server::serve(io, ctx, stall, stop).await;
+            let stopping = std::pin::pin!(stop.wait());
+            crate::h1_server::serve(io, ctx, stall, stopping).await;
             return;
         }
         let svc = service_fn(move |req: Request<Incoming>| {
@@ -174,7 +167,7 @@ where
         let mut conn = Box::pin(h2.serve_connection(TokioIo::new(io), svc));
         let result = tokio::select! {
             r = conn.as_mut() => r,
-            () = stopped(&mut stop) => {
+            () = stop.wait() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -220,6 +213,8 @@ pub fn spawn_http(
 ) -> std::io::Result<ListenerHandle> {
     let local_addr = listener.local_addr()?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    // What the connections wait on; set once the accept loop sees the stop.
+    let signal = Arc::new(StopSignal::default());
     let name: Arc<str> = Arc::from(spec.name.as_str());
     let limit = Arc::new(Semaphore::new(spec.max_connections));
     let task_limit = Arc::clone(&limit);
@@ -279,7 +274,7 @@ pub fn spawn_http(
                     Arc::clone(&builders),
                     active.clone(),
                     Arc::clone(&handshakes),
-                    stop_rx.clone(),
+                    Arc::clone(&signal),
                 );
                 let tracked = tracked.clone();
                 tokio::spawn(async move {
@@ -309,7 +304,7 @@ pub fn spawn_http(
             let (builders, active, stop, tracked) = (
                 Arc::clone(&builders),
                 active.clone(),
-                stop_rx.clone(),
+                Arc::clone(&signal),
                 tracked.clone(),
             );
             tokio::spawn(async move {
@@ -329,7 +324,12 @@ pub fn spawn_http(
                 drop(permit);
             });
         }
-        // Stop accepting first, then let connections finish.
+        // Stop accepting first, then let connections finish. A handle
+        // dropped without a stop (the sender gone) ends the accept loop
+        // but leaves the connections be, as before.
+        if *stop_rx.borrow() {
+            signal.stop();
+        }
         drop(listener);
         drop(tracked);
         tracker.closed().await;
@@ -414,7 +414,7 @@ mod tests {
             true,
         );
         let builders = h2_builder();
-        let (_stop_tx, stop) = watch::channel(false);
+        let stop = Arc::new(StopSignal::default());
         let connection = serve_client(io, ctx, &builders, false, stop);
         let size = std::mem::size_of_val(&connection);
         eprintln!("client connection future: {size} bytes");
