@@ -13,6 +13,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+/// A balancer with one route to `up` and the listener's `idle` timeout set.
+async fn one_route_with_idle(up: SocketAddr, idle: &str) -> switchyard::Running {
+    Cfg::new()
+        .listener_with(
+            "web",
+            &format!("timeouts: {{ header_read: 10s, idle: {idle} }}"),
+            "- name: all\n  forward: { target_group: g }",
+        )
+        .group(Group::new("g", &[up]))
+        .start()
+        .await
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -275,15 +288,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
         }
     })
     .await;
-    let lb = Cfg::new()
-        .listener_with(
-            "web",
-            "timeouts: { header_read: 10s, idle: 1s }",
-            "- name: all\n  forward: { target_group: g }",
-        )
-        .group(Group::new("g", &[up]))
-        .start()
-        .await;
+    let lb = one_route_with_idle(up, "1s").await;
     let mut s = TcpStream::connect(lb.listen_addr()).await.unwrap();
     s.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -323,15 +328,7 @@ async fn a_slow_reader_gets_the_whole_body_and_idle_zero_sets_no_write_limit() {
         let _ = s.write_all(b"0\r\n\r\n").await;
     })
     .await;
-    let lb = Cfg::new()
-        .listener_with(
-            "web",
-            "timeouts: { header_read: 10s, idle: 0s }",
-            "- name: all\n  forward: { target_group: g }",
-        )
-        .group(Group::new("g", &[up]))
-        .start()
-        .await;
+    let lb = one_route_with_idle(up, "0s").await;
     let mut s = TcpStream::connect(lb.listen_addr()).await.unwrap();
     s.write_all(b"GET /big HTTP/1.0\r\n\r\n").await.unwrap();
     // A client that takes its time before it reads: the balancer's writes

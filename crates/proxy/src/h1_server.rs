@@ -56,9 +56,6 @@ const BODY_READ: usize = 16 * 1024;
 const WRITE_GATHER: usize = 16 * 1024;
 /// A response head buffer grown past this is not kept between requests.
 const KEEP_OUT: usize = 4096;
-
-/// Header fields forwarding adds to a request (`headers::prepare_request`).
-const FORWARD_FIELDS: usize = 4;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Unread request bytes discarded at most before a close (see `serve`).
 const DISCARD_MAX: usize = 256 * 1024;
@@ -407,9 +404,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Room for what forwarding adds (X-Forwarded-For, -Proto, -Host,
-    // X-Request-Id): growing the map later would copy it.
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + FORWARD_FIELDS);
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + crate::headers::FORWARD_FIELDS);
     for field in req.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| bad("invalid header name\n"))?;

@@ -23,13 +23,13 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// `Connection` tokens that name no header to remove besides the fixed
-/// ones: checked before parsing a token as a header name. (`close` is
-/// handled apart.)
+/// ones (removed anyway): checked before parsing a token as a header
+/// name. (`close` is handled apart.)
 fn is_fixed_token(token: &[u8]) -> bool {
     token.is_empty()
-        || [&b"keep-alive"[..], b"upgrade", b"te"]
+        || HOP_BY_HOP
             .iter()
-            .any(|t| token.eq_ignore_ascii_case(t))
+            .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()))
 }
 
 /// A field named by the `close` token: rare (RFC 9110 18.4 reserves the
@@ -75,9 +75,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                     close_listed = true;
                 } else if !is_fixed_token(token) {
                     if let Ok(name) = HeaderName::from_bytes(token) {
-                        if !is_hop_by_hop(&name) {
-                            named.push(name);
-                        }
+                        named.push(name);
                     }
                 }
             }
@@ -175,6 +173,11 @@ fn ip_text(ip: std::net::IpAddr, out: &mut [u8; 64]) -> usize {
         }
     }
 }
+
+/// Header fields `prepare_request` may add (X-Forwarded-For, -Proto,
+/// -Host, X-Request-Id): room a parsed request's map is made with, so
+/// that forwarding does not grow (copy) it.
+pub const FORWARD_FIELDS: usize = 4;
 
 /// Rewrites a client request's head for an HTTP/1.1 upstream.
 pub fn prepare_request(

@@ -42,6 +42,18 @@ struct Outcome<'a> {
     request_id: Option<HeaderValue>,
 }
 
+impl<'a> Outcome<'a> {
+    /// A request answered here (no route, fixed response, redirect).
+    fn answered_by(route: &'a str) -> Outcome<'a> {
+        Outcome {
+            route,
+            group: "",
+            target: None,
+            request_id: None,
+        }
+    }
+}
+
 /// Answers one request. Not an `async fn` (nor is `forward_split`): an
 /// `async fn` keeps its arguments twice (rust-lang/rust#62958), and this
 /// future lives in the client connection's task for as long as the
@@ -112,12 +124,7 @@ pub fn handle(
         let (mut resp, outcome, metrics) = match table.route(&info) {
             None => (
                 ProxyError::NoRoute.into_response(),
-                Outcome {
-                    route: "",
-                    group: "",
-                    target: None,
-                    request_id: None,
-                },
+                Outcome::answered_by(""),
                 &table.unmatched,
             ),
             Some(route) => match &route.action {
@@ -126,16 +133,7 @@ pub fn handle(
                     *resp.status_mut() = f.status;
                     resp.headers_mut()
                         .insert(header::CONTENT_TYPE, f.content_type.clone());
-                    (
-                        resp,
-                        Outcome {
-                            route: &route.name,
-                            group: "",
-                            target: None,
-                            request_id: None,
-                        },
-                        &route.metrics,
-                    )
+                    (resp, Outcome::answered_by(&route.name), &route.metrics)
                 }
                 Action::Redirect(r) => {
                     let url = RequestUrl {
@@ -153,16 +151,7 @@ pub fn handle(
                         }
                         None => ProxyError::BadRequest("cannot build redirect").into_response(),
                     };
-                    (
-                        resp,
-                        Outcome {
-                            route: &route.name,
-                            group: "",
-                            target: None,
-                            request_id: None,
-                        },
-                        &route.metrics,
-                    )
+                    (resp, Outcome::answered_by(&route.name), &route.metrics)
                 }
                 Action::Forward(split) => {
                     let (resp, group, target, id) =
