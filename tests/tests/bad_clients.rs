@@ -176,6 +176,18 @@ async fn smuggling_attempt_after_a_good_request_on_the_same_connection() {
     assert_eq!(seen, ["/echo", "/after"]);
 }
 
+/// Sends each request on a connection of its own: `status`, then the close.
+async fn refused_and_closed(lb: &Running, cases: &[&[u8]], status: u16) {
+    for bytes in cases {
+        let mut conn = RawConn::connect(lb.listen_addr()).await;
+        let _ = conn.try_send(bytes).await;
+        let text = String::from_utf8_lossy(bytes);
+        let res = (conn.response(WAIT).await).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(res.status, status, "{text:?}");
+        (conn.closed_within(WAIT).await).unwrap_or_else(|e| panic!("{text:?} not closed: {e}"));
+    }
+}
+
 #[tokio::test]
 async fn conflicting_or_invalid_framing_headers_get_400_and_reach_no_upstream() {
     let (lb, up) = setup().await;
@@ -190,13 +202,21 @@ async fn conflicting_or_invalid_framing_headers_get_400_and_reach_no_upstream() 
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
     ];
-    for bytes in cases {
-        let mut conn = RawConn::connect(lb.listen_addr()).await;
-        let _ = conn.try_send(bytes).await;
-        let res = conn.response(WAIT).await.unwrap();
-        assert_eq!(res.status, 400, "{:?}", String::from_utf8_lossy(bytes));
-        conn.closed_within(WAIT).await.unwrap();
-    }
+    refused_and_closed(&lb, &cases, 400).await;
+    assert_eq!(up.requests(), 0);
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn a_transfer_coding_under_chunked_gets_501_and_reaches_no_upstream() {
+    let (lb, up) = setup().await;
+    // We re-frame request bodies as plain chunked, so the gzip label would
+    // be lost on the way and the target would read gzip bytes as the body.
+    let cases: [&[u8]; 2] = [
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    refused_and_closed(&lb, &cases, 501).await;
     assert_eq!(up.requests(), 0);
     still_serves(&lb, &up).await;
 }

@@ -381,12 +381,14 @@ impl Conn {
             if headers.remove(CONTENT_LENGTH).is_some() {
                 keep_alive = false;
             }
-            if last_coding_is_chunked(&headers) {
-                BodyState::Chunked(Chunk::Size)
-            } else {
-                keep_alive = false;
-                BodyState::Eof
+            // Any other coding (gzip, ...) would reach the client without
+            // its label, as we re-frame the body: 502, as NGINX answers.
+            if !only_chunked(&headers) {
+                return Err(HeadError::Failed(
+                    "transfer-encoding other than chunked in response".into(),
+                ));
             }
+            BodyState::Chunked(Chunk::Size)
         } else {
             match content_length(&headers) {
                 Ok(Some(n)) => BodyState::Length(n),
@@ -658,6 +660,20 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
         }
     }
     Ok(found)
+}
+
+/// Whether a message's transfer codings are exactly one `chunked`.
+pub(crate) fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    codings
+        .next()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+        && codings.next().is_none()
 }
 
 pub(crate) fn last_coding_is_chunked(headers: &HeaderMap) -> bool {

@@ -40,8 +40,8 @@ use tokio::sync::oneshot;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::h1::{
-    content_length, decode_chunked, invalid, last_coding_is_chunked, push_field, take_data, Chunk,
-    Decoded,
+    content_length, decode_chunked, invalid, last_coding_is_chunked, only_chunked, push_field,
+    take_data, Chunk, Decoded,
 };
 use crate::headers::has_token;
 use crate::listener::{MAX_HEADERS, MAX_HEAD_BYTES};
@@ -420,6 +420,15 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, Refusal> {
         }
         if version == Version::HTTP_10 || !last_coding_is_chunked(&headers) {
             return Err(bad("unsupported transfer-encoding\n"));
+        }
+        // Codings before `chunked` (gzip, ...) would reach the target
+        // without their label: we re-frame the body as plain chunked.
+        // RFC 9112 6.1: 501 for a coding the server does not implement.
+        if !only_chunked(&headers) {
+            return Err((
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer-encoding other than chunked is not supported\n",
+            ));
         }
         ReqBody::Chunked(Chunk::Size)
     } else {
@@ -1138,7 +1147,7 @@ mod tests {
         assert!(parse_request(&mut part).unwrap().is_none());
         assert_eq!(part.len(), 21);
         // Chunked; no 100-continue owed without a body.
-        let (_, body, _) = parse(b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        let (_, body, _) = parse(b"PUT / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(body, ReqBody::Chunked(Chunk::Size));
@@ -1218,6 +1227,15 @@ mod tests {
             status_of(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
             bad
         );
+        // A coding under chunked would be dropped on the way: not served.
+        for te in [
+            &b"Transfer-Encoding: gzip, chunked\r\n"[..],
+            b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: chunked, chunked\r\n",
+        ] {
+            let req = [&b"POST / HTTP/1.1\r\n"[..], te, b"\r\n"].concat();
+            assert_eq!(status_of(&req), StatusCode::NOT_IMPLEMENTED, "{te:?}");
+        }
         assert_eq!(
             status_of(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n"),
             bad

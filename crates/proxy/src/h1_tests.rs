@@ -222,6 +222,14 @@ async fn malformed_answers_fail_clearly() {
             &b"HTTP/1.1 200 OK\r\ncontent-length: 5, 7\r\n\r\n"[..],
             "invalid content-length",
         ),
+        (
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n"[..],
+            "transfer-encoding other than chunked",
+        ),
+        (
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nxyz"[..],
+            "transfer-encoding other than chunked",
+        ),
     ] {
         let (conn, _server) = scripted(vec![answer]).await;
         match conn.send(get("/"), identity).await {
