@@ -6,6 +6,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use switchyard_testkit::FakeUpstream;
 use switchyard_tests::{Cfg, Group, RawConn, Urls, WAIT};
@@ -234,18 +235,27 @@ async fn bytes_sent_with_an_upgrade_request_reach_the_target() {
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nping")
         .await
         .unwrap();
+    let after_head = read_101(&mut s, 4).await;
+    assert_eq!(after_head, b"ping");
+    // And the tunnel carries on.
+    echoes(&mut s, b"pong").await;
+}
+
+/// Reads a 101 answer's head off `s` and at least `more` bytes after it;
+/// returns those.
+async fn read_101(s: &mut TcpStream, more: usize) -> Vec<u8> {
     let deadline = Instant::now() + WAIT;
     let mut got = Vec::new();
     let mut chunk = [0u8; 1024];
     let after_head = loop {
         if let Some(end) = find(&got, b"\r\n\r\n") {
-            if got.len() >= end + 4 + 4 {
+            if got.len() >= end + 4 + more {
                 break got.split_off(end + 4);
             }
         }
         let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
             .await
-            .unwrap_or_else(|_| panic!("no echo; got {:?}", String::from_utf8_lossy(&got)))
+            .unwrap_or_else(|_| panic!("no answer; got {:?}", String::from_utf8_lossy(&got)))
             .unwrap();
         assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&chunk[..n]);
@@ -255,15 +265,18 @@ async fn bytes_sent_with_an_upgrade_request_reach_the_target() {
         "{:?}",
         String::from_utf8_lossy(&got)
     );
-    assert_eq!(after_head, b"ping");
-    // And the tunnel carries on.
-    s.write_all(b"pong").await.unwrap();
-    let mut echo = [0u8; 4];
+    after_head
+}
+
+/// Writes `msg` into an upgraded connection and reads it back.
+async fn echoes(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut echo = vec![0u8; msg.len()];
     tokio::time::timeout(WAIT, s.read_exact(&mut echo))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(&echo, b"pong");
+    assert_eq!(echo, msg);
 }
 
 #[tokio::test]
@@ -341,4 +354,79 @@ async fn a_slow_reader_gets_the_whole_body_and_idle_zero_sets_no_write_limit() {
         .unwrap();
     let head_end = find(&got, b"\r\n\r\n").expect("no head") + 4;
     assert_eq!(got.len() - head_end, PIECES * 0x10000, "body cut short");
+}
+
+/// An upstream that answers plain requests `200 ok` on kept-alive
+/// connections and an `Upgrade: echo` request with 101 and an echo; it
+/// records, per upgrade, how many requests its connection had carried
+/// before it (0: a fresh connection).
+async fn keep_alive_or_upgrade() -> (SocketAddr, Arc<Mutex<Vec<usize>>>) {
+    let upgrades = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&upgrades);
+    let addr = raw_upstream(move |mut s| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let mut served = 0;
+            loop {
+                while let Some(end) = find(&buf, b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    buf.drain(..end + 4);
+                    if head.contains("\r\nupgrade: echo") {
+                        seen.lock().unwrap().push(served);
+                        let head = b"HTTP/1.1 101 Switching Protocols\r\n\
+                                     Connection: upgrade\r\nUpgrade: echo\r\n\r\n";
+                        if s.write_all(head).await.is_err() || s.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                        while let Ok(n @ 1..) = s.read(&mut chunk).await {
+                            if s.write_all(&chunk[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    served += 1;
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+    })
+    .await;
+    (addr, upgrades)
+}
+
+#[tokio::test]
+async fn an_upgrade_at_max_connections_gets_a_fresh_connection_not_an_idle_one() {
+    let (up, upgrades) = keep_alive_or_upgrade().await;
+    let lb = Cfg::new()
+        .listener("web", "- name: all\n  forward: { target_group: g }")
+        .group(Group::new("g", &[up]).with("limits: { max_connections: 1 }"))
+        .start()
+        .await;
+    // Leaves the target's one connection idle in the pool.
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!((res.status, res.body_text().as_str()), (200, "ok"));
+    // The upgrade closes the idle connection to make room for its own.
+    let mut s = TcpStream::connect(lb.listen_addr()).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_101(&mut s, 0).await.is_empty());
+    echoes(&mut s, b"ping").await;
+    assert_eq!(
+        *upgrades.lock().unwrap(),
+        [0],
+        "the upgrade's connection had served requests before"
+    );
 }

@@ -182,12 +182,14 @@ fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool) {
 }
 
 /// A new connection to `target` for a request no pooled one could take,
-/// within the group's `max_connections` and `max_pending`.
+/// within the group's `max_connections` and `max_pending`; at the cap, an
+/// idle connection that comes free is taken instead if `reuse`.
 async fn connect_for(
     target: &Target,
     spec: &TargetGroup,
     pool: Option<&Pool>,
     h2: bool,
+    reuse: bool,
 ) -> Result<Sender, ConnectFailure> {
     let Some(p) = pool else {
         return pool::connect(target.label(), spec.timeouts.connect, None, h2, None)
@@ -209,6 +211,7 @@ async fn connect_for(
                 limits.max_connections,
                 limits.max_pending,
                 spec.timeouts.connect,
+                reuse,
             )
             .await
         {
@@ -312,7 +315,9 @@ pub fn forward<'a>(
             let pool = pool_of(&target, spec);
             let h2 = spec.protocol == GroupProtocol::Http2;
             // An upgrade takes its connection for good: never a pooled one.
-            let pooled = if stale == 0 && extras.upgrade.is_none() {
+            // Nor does a redo after a stale one (the next may be as stale).
+            let reuse = stale == 0 && extras.upgrade.is_none();
+            let pooled = if reuse {
                 pool.and_then(|p| p.take(h2))
             } else {
                 None
@@ -322,7 +327,7 @@ pub fn forward<'a>(
             // future (one lives in each client connection's task).
             let sender = match pooled {
                 Some(s) => s,
-                None => match Box::pin(connect_for(&target, spec, pool, h2)).await {
+                None => match Box::pin(connect_for(&target, spec, pool, h2, reuse)).await {
                     Ok(s) => s,
                     Err(ConnectFailure::Limit(e)) => {
                         let why = match e {

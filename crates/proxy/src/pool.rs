@@ -276,14 +276,24 @@ impl Pool {
 
     /// At `max_connections`: waits (at most `wait`, and only if fewer than
     /// `max_pending` already wait) for an idle connection or a free slot.
+    /// Without `reuse` (an Upgrade, or a redo after a stale connection),
+    /// only a slot will do: an idle connection is closed to free its own.
     pub async fn wait_for_connection(
         &self,
         max: Option<u32>,
         max_pending: Option<u32>,
         wait: Duration,
+        reuse: bool,
     ) -> Result<Result<Sender, Slot>, LimitError> {
-        self.wait_at_limit(max, max_pending, wait, || self.take(false))
-            .await
+        self.wait_at_limit(max, max_pending, wait, || {
+            let idle = self.take(false);
+            if reuse {
+                return idle;
+            }
+            drop(idle);
+            None
+        })
+        .await
     }
 
     /// A slot for a connection that is never pooled (an L4 stream): at
@@ -326,9 +336,13 @@ impl Pool {
             self.waiting.fetch_add(1, Ordering::SeqCst);
             let got = match reuse() {
                 Some(s) => Some(Ok(Ok(s))),
-                None => match tokio::time::timeout_at(deadline, freed).await {
-                    Ok(()) => None,
-                    Err(_) => Some(Err(LimitError::Timeout)),
+                // `reuse` may have closed an idle connection, freeing a slot.
+                None => match self.try_slot(max) {
+                    Some(slot) => Some(Ok(Err(slot))),
+                    None => match tokio::time::timeout_at(deadline, freed).await {
+                        Ok(()) => None,
+                        Err(_) => Some(Err(LimitError::Timeout)),
+                    },
                 },
             };
             self.waiting.fetch_sub(1, Ordering::SeqCst);
