@@ -199,6 +199,34 @@ async fn a_broken_file_keeps_the_old_config_serving_and_reports_file_line_column
 }
 
 #[tokio::test]
+async fn the_watcher_clears_the_error_when_a_broken_file_is_put_back() {
+    let (blue, green) = (upstream("blue").await, upstream("green").await);
+    let good = blue_green(&blue, &green, 100, 0).yaml();
+    let file = ConfigFile::new("revert", &good);
+    let lb = file.start().await;
+    let broken = good.replace("name: green, weight", "name: nope, weight");
+    file.overwrite(&broken);
+    eventually!(
+        WATCH_WAIT,
+        config_status(&lb).await["last_reload"]["result"] == "error"
+    );
+    // An operator undoing the bad edit: the file is the running config
+    // again, and the status must stop reporting the edit's error.
+    file.overwrite(&good);
+    eventually!(
+        WATCH_WAIT,
+        config_status(&lb).await["last_reload"]["result"] == "ok"
+    );
+    assert_version(&lb, &good).await;
+    let client = TestClient::new();
+    assert_eq!(
+        tally(&client, &lb.url("/"), 10).await,
+        counts(&[("blue", 10)])
+    );
+    lb.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_configmap_symlink_swap_is_reloaded() {
     use std::os::unix::fs::symlink;
     let (blue, green) = (upstream("blue").await, upstream("green").await);

@@ -550,10 +550,15 @@ impl Control {
                     continue;
                 };
                 let version = switchyard_config::version_of(&bytes);
-                let running = control.status().version;
+                let status = control.status();
                 let failed_same =
                     control.last_failed_version().as_deref() == Some(version.as_str());
-                if version != running && !failed_same {
+                // A broken file put back to the running version: reloaded
+                // once more, so the last reload's error does not outlive
+                // the file that caused it.
+                let reverted =
+                    version == status.version && status.last_reload.as_ref().is_some_and(|r| !r.ok);
+                if (version != status.version || reverted) && !failed_same {
                     tracing::info!(path = %path.display(), "config file changed");
                     if control.reload().await.is_err() {
                         control.remember_failed(version);
