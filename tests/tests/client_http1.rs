@@ -357,7 +357,7 @@ async fn a_slow_reader_gets_the_whole_body_and_idle_zero_sets_no_write_limit() {
 }
 
 /// An upstream that answers plain requests `200 ok` on kept-alive
-/// connections and an `Upgrade: echo` request with 101 and an echo; it
+/// connections and any `Upgrade` request with 101 and an echo; it
 /// records, per upgrade, how many requests its connection had carried
 /// before it (0: a fresh connection).
 async fn keep_alive_or_upgrade() -> (SocketAddr, Arc<Mutex<Vec<usize>>>) {
@@ -373,7 +373,7 @@ async fn keep_alive_or_upgrade() -> (SocketAddr, Arc<Mutex<Vec<usize>>>) {
                 while let Some(end) = find(&buf, b"\r\n\r\n") {
                     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
                     buf.drain(..end + 4);
-                    if head.contains("\r\nupgrade: echo") {
+                    if head.contains("\r\nupgrade:") {
                         seen.lock().unwrap().push(served);
                         let head = b"HTTP/1.1 101 Switching Protocols\r\n\
                                      Connection: upgrade\r\nUpgrade: echo\r\n\r\n";
@@ -428,5 +428,38 @@ async fn an_upgrade_at_max_connections_gets_a_fresh_connection_not_an_idle_one()
         *upgrades.lock().unwrap(),
         [0],
         "the upgrade's connection had served requests before"
+    );
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_answered_over_http_1_1_not_tunnelled() {
+    let (up, upgrades) = keep_alive_or_upgrade().await;
+    let lb = Cfg::simple(&[up]).start().await;
+    // What `curl --http2 http://...` sends. Tunnelled, every later request
+    // on this connection would bypass routing; it is served as HTTP/1.1.
+    let mut conn = RawConn::connect(lb.listen_addr()).await;
+    conn.send(
+        b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!(
+        (res.status, res.body_text().as_str()),
+        (200, "ok"),
+        "{}",
+        res.head
+    );
+    conn.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!(
+        (res.status, res.body_text().as_str()),
+        (200, "ok"),
+        "{}",
+        res.head
+    );
+    assert!(
+        upgrades.lock().unwrap().is_empty(),
+        "the target was offered the upgrade"
     );
 }

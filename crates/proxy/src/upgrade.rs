@@ -19,10 +19,22 @@ use crate::h1_server::OnUpgrade;
 use crate::pool::Pool;
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` and
-/// an `Upgrade` header).
+/// an `Upgrade` header) to something other than h2c.
+///
+/// `Upgrade: h2c` (what `curl --http2` sends over cleartext) is not passed
+/// on: a target accepting it would turn the connection into a tunnel, and
+/// every later request on it would bypass routing, weights and health. The
+/// request is served over HTTP/1.1 instead, as RFC 9113 3.1 lets a server
+/// do (clients that want HTTP/2 use prior knowledge, which we speak).
 pub fn wants_upgrade(headers: &http::HeaderMap) -> bool {
-    headers.contains_key(http::header::UPGRADE)
-        && crate::headers::has_token(headers, &http::header::CONNECTION, "upgrade")
+    let Some(offer) = headers.get(http::header::UPGRADE) else {
+        return false;
+    };
+    let h2c = offer
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+    !h2c && crate::headers::has_token(headers, &http::header::CONNECTION, "upgrade")
 }
 
 /// Starts copying between the client's upgraded connection and the
