@@ -61,6 +61,7 @@ fn main() {
             loaded.config,
             loaded.version,
             Some(path.clone()),
+            Some(&loaded.source),
             switchyard_proxy::AccessLog::disabled(),
         )
         .await

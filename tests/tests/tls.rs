@@ -219,5 +219,15 @@ async fn a_mismatched_key_fails_start_and_reload_naming_both_files() {
     assert_eq!(status, 400, "{body}");
     let error = body["error"].as_str().unwrap_or_default();
     assert!(error.contains(&want), "{body}");
+    // `file:line:col:` in front, as every config error has.
+    let place = error.split(": listener").next().unwrap_or_default();
+    let mut parts = place.rsplitn(3, ':');
+    let (col, line) = (parts.next(), parts.next());
+    assert!(
+        [col, line]
+            .iter()
+            .all(|p| p.is_some_and(|p| p.parse::<u32>().is_ok_and(|n| n > 0))),
+        "{error}"
+    );
     assert_eq!(served_cert(addr, Some("a.test")).await, a.der);
 }

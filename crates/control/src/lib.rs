@@ -133,11 +133,15 @@ async fn bind_missing(
 /// The TLS configs of every https and tls listener of `config`, read from
 /// disk now (a reload picks up renewed certificates). Errors name the
 /// config file (`origin`), the listener and the certificate/key files.
-fn build_tls(config: &Config, origin: &str) -> Result<TlsConfigs, String> {
+fn build_tls(
+    config: &Config,
+    origin: &str,
+    source: Option<&switchyard_config::SourceMap>,
+) -> Result<TlsConfigs, String> {
     switchyard_proxy::tls::server_configs(config).map_err(|errors| {
         errors
             .iter()
-            .map(|e| format!("{origin}: {e}"))
+            .map(|e| e.located(origin, source))
             .collect::<Vec<_>>()
             .join("\n")
     })
@@ -199,13 +203,14 @@ impl Control {
         config: Config,
         version: String,
         path: Option<PathBuf>,
+        source: Option<&switchyard_config::SourceMap>,
         shared_access_log: switchyard_proxy::AccessLog,
     ) -> Result<Arc<Control>, String> {
         let origin = path
             .as_deref()
             .map_or_else(|| "<config>".to_owned(), |p| p.display().to_string());
         // Certificates before sockets: a bad pair fails the start cleanly.
-        let tls = build_tls(&config, &origin)?;
+        let tls = build_tls(&config, &origin, source)?;
         let bound = bind_missing(&config, &config, &[]).await?;
         let snapshot = Snapshot::compile(config.clone(), None).map_err(|e| e.to_string())?;
         let swap = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -311,7 +316,11 @@ impl Control {
         let _one = self.reloading.lock().await;
         let loaded =
             switchyard_config::load_file(path).map_err(|e| e.to_string().trim_end().to_owned())?;
-        let tls = build_tls(&loaded.config, &path.display().to_string())?;
+        let tls = build_tls(
+            &loaded.config,
+            &path.display().to_string(),
+            Some(&loaded.source),
+        )?;
         let (current, running) = {
             let st = self.state();
             let names: Vec<String> = st.listeners.iter().map(|h| h.name.clone()).collect();

@@ -13,9 +13,17 @@ use switchyard_config::LogPath;
 /// Lines buffered between requests and the writer thread.
 const QUEUE: usize = 16_384;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AccessLog {
     tx: Option<SyncSender<String>>,
+    /// Registered when the log opens, so the series exists at 0.
+    dropped: metrics::Counter,
+}
+
+impl Default for AccessLog {
+    fn default() -> AccessLog {
+        AccessLog::disabled()
+    }
 }
 
 /// What one access log line says.
@@ -36,7 +44,10 @@ pub struct Entry<'a> {
 impl AccessLog {
     /// A log that discards everything.
     pub fn disabled() -> AccessLog {
-        AccessLog { tx: None }
+        AccessLog {
+            tx: None,
+            dropped: metrics::Counter::noop(),
+        }
     }
 
     /// Opens `path` (appending) and starts the writer thread.
@@ -72,7 +83,10 @@ impl AccessLog {
                     let _ = buf.flush();
                 }
             })?;
-        Ok(AccessLog { tx: Some(tx) })
+        Ok(AccessLog {
+            tx: Some(tx),
+            dropped: metrics::counter!("switchyard_access_log_dropped_total"),
+        })
     }
 
     pub fn enabled(&self) -> bool {
@@ -102,7 +116,7 @@ impl AccessLog {
         let mut text = line.to_string();
         text.push('\n');
         if let Err(TrySendError::Full(_)) = tx.try_send(text) {
-            metrics::counter!("switchyard_access_log_dropped_total").increment(1);
+            self.dropped.increment(1);
         }
     }
 }

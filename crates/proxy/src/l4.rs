@@ -69,7 +69,7 @@ struct L4Metrics {
 }
 
 impl L4Metrics {
-    fn new(listener: &str) -> L4Metrics {
+    fn new(listener: &str, tls: bool) -> L4Metrics {
         let bytes = |direction: &'static str| {
             metrics::counter!(
                 "switchyard_tcp_bytes_total",
@@ -82,7 +82,7 @@ impl L4Metrics {
             total: metrics::counter!("switchyard_connections_total", "listener" => listener.to_owned()),
             rx: bytes("rx"),
             tx: bytes("tx"),
-            handshakes: HandshakeMetrics::new(listener),
+            handshakes: HandshakeMetrics::new(listener, tls),
         }
     }
 }
@@ -141,8 +141,8 @@ pub fn spawn_tcp(
         local_addr,
         shared,
         fallback: spec.timeouts.clone(),
+        metrics: L4Metrics::new(&spec.name, tls.is_some()),
         tls,
-        metrics: L4Metrics::new(&spec.name),
     });
     let task = tokio::spawn(async move {
         let mut conns = JoinSet::new();

@@ -229,7 +229,7 @@ pub fn spawn_http(
     // connection, so a reload's renewed certificates apply at once).
     let https = spec.protocol == switchyard_config::ListenerProtocol::Https;
     let scheme: &'static str = if https { "https" } else { "http" };
-    let handshakes = Arc::new(crate::tls::HandshakeMetrics::new(&spec.name));
+    let handshakes = Arc::new(crate::tls::HandshakeMetrics::new(&spec.name, https));
     let task = tokio::spawn(async move {
         // Every connection task holds a receiver; `closed` below waits
         // for the last one to end.

@@ -34,7 +34,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 /// Re-exported so that callers need no rustls dependency of their own.
 pub use rustls::ServerConfig;
-use switchyard_config::{CertificatePair, Config, Listener, ListenerProtocol, Tls};
+use switchyard_config::{
+    CertificatePair, Config, ConfigError, Listener, ListenerProtocol, SourceMap, Tls,
+};
 
 /// The crypto provider every TLS config uses.
 fn provider() -> Arc<CryptoProvider> {
@@ -46,23 +48,29 @@ fn provider() -> Arc<CryptoProvider> {
 /// SNI selection with the first pair as default, TLS 1.2 and 1.3, and
 /// `alpn` offered in that order (empty: no ALPN).
 pub fn server_config(tls: &Tls, alpn: &[String]) -> Result<Arc<ServerConfig>, String> {
+    build(tls, alpn).map_err(|(_, e)| e)
+}
+
+/// [`server_config`], with the index of the certificate pair at fault.
+fn build(tls: &Tls, alpn: &[String]) -> Result<Arc<ServerConfig>, (Option<usize>, String)> {
     let provider = provider();
     let mut certs = Vec::with_capacity(tls.certificates.len());
-    for pair in &tls.certificates {
-        certs.push(load_pair(pair, &provider)?);
+    for (k, pair) in tls.certificates.iter().enumerate() {
+        certs.push(load_pair(pair, &provider).map_err(|e| (Some(k), e))?);
     }
+    let fail = |e: String| (None, e);
     if certs.is_empty() {
-        return Err("tls has no certificates".into());
+        return Err(fail("tls has no certificates".into()));
     }
     let resolver = SniResolver { certs };
     let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("tls: {e}"))?
+        .map_err(|e| fail(format!("tls: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    config.ticketer =
-        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls: session tickets: {e}"))?;
+    config.ticketer = rustls::crypto::ring::Ticketer::new()
+        .map_err(|e| fail(format!("tls: session tickets: {e}")))?;
     Ok(Arc::new(config))
 }
 
@@ -78,18 +86,45 @@ pub fn alpn_of(listener: &Listener) -> &[String] {
 /// Server configs by listener name.
 pub type TlsConfigs = HashMap<String, Arc<ServerConfig>>;
 
+/// A listener whose TLS config cannot be built: where in the YAML
+/// (`listeners.0.tls.certificates.1`) and why.
+#[derive(Debug, Clone)]
+pub struct TlsProblem {
+    pub at: String,
+    pub message: String,
+}
+
+impl TlsProblem {
+    /// As config errors print: `{origin}:{line}:{col}: {message}`, the
+    /// position from `source` when there is one.
+    pub fn located(&self, origin: &str, source: Option<&SourceMap>) -> String {
+        ConfigError {
+            origin: origin.to_owned(),
+            location: source.and_then(|s| s.find_nearest(&self.at)),
+            message: self.message.clone(),
+        }
+        .to_string()
+    }
+}
+
 /// Builds the server config of every https and tls listener of `config`,
-/// by listener name; the errors, one per listener, if any fails.
-pub fn server_configs(config: &Config) -> Result<TlsConfigs, Vec<String>> {
+/// by listener name; the problems, one per listener, if any fails.
+pub fn server_configs(config: &Config) -> Result<TlsConfigs, Vec<TlsProblem>> {
     let mut out = HashMap::new();
     let mut errors = Vec::new();
-    for l in &config.listeners {
+    for (i, l) in config.listeners.iter().enumerate() {
         let Some(tls) = &l.tls else { continue };
-        match server_config(tls, alpn_of(l)) {
+        match build(tls, alpn_of(l)) {
             Ok(c) => {
                 out.insert(l.name.clone(), c);
             }
-            Err(e) => errors.push(format!("listener {:?}: {e}", l.name)),
+            Err((pair, e)) => errors.push(TlsProblem {
+                at: match pair {
+                    Some(k) => format!("listeners.{i}.tls.certificates.{k}"),
+                    None => format!("listeners.{i}.tls"),
+                },
+                message: format!("listener {:?}: {e}", l.name),
+            }),
         }
     }
     if errors.is_empty() {
@@ -101,14 +136,14 @@ pub fn server_configs(config: &Config) -> Result<TlsConfigs, Vec<String>> {
 
 /// Builds every https/tls listener's config as `run` and reload would and
 /// returns the problems (unreadable files, a key that does not match its
-/// certificate), each prefixed with `origin` (the config file's name).
-/// Empty when all is well.
-pub fn check_tls(config: &Config, origin: &str) -> Vec<String> {
-    match server_configs(config) {
+/// certificate), each placed in `origin` (the config file's name) at the
+/// certificate's line and column. Empty when all is well.
+pub fn check_tls(loaded: &switchyard_config::Loaded, origin: &str) -> Vec<String> {
+    match server_configs(&loaded.config) {
         Ok(_) => Vec::new(),
         Err(errors) => errors
-            .into_iter()
-            .map(|e| format!("{origin}: {e}"))
+            .iter()
+            .map(|e| e.located(origin, Some(&loaded.source)))
             .collect(),
     }
 }
@@ -233,8 +268,13 @@ pub struct HandshakeMetrics {
 }
 
 impl HandshakeMetrics {
-    pub fn new(listener: &str) -> HandshakeMetrics {
+    /// Registers `listener`'s series, at 0, if it terminates TLS; other
+    /// listeners get no TLS series (counts that could only stay 0).
+    pub fn new(listener: &str, tls: bool) -> HandshakeMetrics {
         let c = |result: &'static str| {
+            if !tls {
+                return Counter::noop();
+            }
             metrics::counter!(
                 "switchyard_tls_handshakes_total",
                 "listener" => listener.to_owned(),

@@ -86,7 +86,7 @@ fn open_access_log(config: &Config) -> anyhow::Result<AccessLog> {
 
 /// Starts a balancer from an embedded config (reloads are refused).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    start_with(config, String::new(), None).await
+    start_with(config, String::new(), None, None).await
 }
 
 /// Starts a balancer from the file at `path`, as `switchyard run` does:
@@ -103,17 +103,25 @@ pub async fn start_loaded(
     loaded: switchyard_config::Loaded,
     path: &Path,
 ) -> anyhow::Result<Running> {
-    let running = start_with(loaded.config, loaded.version, Some(path.to_path_buf())).await?;
+    let running = start_with(
+        loaded.config,
+        loaded.version,
+        Some(path.to_path_buf()),
+        Some(&loaded.source),
+    )
+    .await?;
     running.control.watch_file();
     Ok(running)
 }
 
 /// Binds every listener and the admin API (all or nothing), publishes the
 /// snapshot and starts serving. Must run inside a tokio runtime.
+/// `source` places errors found while starting (certificates) in the file.
 pub async fn start_with(
     config: Config,
     version: String,
     path: Option<PathBuf>,
+    source: Option<&switchyard_config::SourceMap>,
 ) -> anyhow::Result<Running> {
     let prometheus = metrics_handle();
     let admin_bind = resolve(&config.admin.bind).await?;
@@ -121,7 +129,7 @@ pub async fn start_with(
     // The admin socket first: a clash there fails before any listener runs.
     let admin_sock = switchyard_proxy::bind(admin_bind)
         .with_context(|| format!("admin: cannot bind {}", config.admin.bind))?;
-    let control = Control::start(config, version, path, access_log)
+    let control = Control::start(config, version, path, source, access_log)
         .await
         .map_err(|e| anyhow!(e))?;
     let admin = Arc::new(AdminState::new(Arc::clone(&control), prometheus.clone()));

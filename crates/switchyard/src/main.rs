@@ -124,7 +124,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok(loaded) => {
             // The certificates as `run` and reload build them: a key that
             // does not match its certificate fails here, not at startup.
-            let tls = switchyard_proxy::tls::check_tls(&loaded.config, &path.display().to_string());
+            let tls = switchyard_proxy::tls::check_tls(&loaded, &path.display().to_string());
             if !tls.is_empty() {
                 for e in &tls {
                     eprintln!("error: {e}");

@@ -215,6 +215,25 @@ async fn run_serves_logs_access_and_exits_0_on_sigterm() {
     assert_eq!(entry["method"], "GET");
 
     p.ready(&admin).await;
+    // The access log's drop counter is there at 0 before any drop, so an
+    // alert on its rate has a series to watch.
+    let metrics = get(&format!("http://{admin}/metrics")).await.unwrap();
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l == "switchyard_access_log_dropped_total 0"),
+        "{}",
+        metrics.body
+    );
+    // A plain HTTP listener has no TLS handshakes to count.
+    assert!(
+        !metrics
+            .body
+            .contains("switchyard_tls_handshakes_total{listener=\"web\""),
+        "{}",
+        metrics.body
+    );
 
     // `status` reads the same admin API.
     let mut status = Proc::spawn(&["status", "--admin", &admin]);

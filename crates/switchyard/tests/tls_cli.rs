@@ -117,8 +117,9 @@ fn check_rejects_a_key_that_does_not_match_its_certificate_naming_both() {
     let (code, out, err) = check(&path);
     assert_eq!(code, Some(1), "{out}{err}");
     assert_ne!(out.trim(), "ok");
+    // Placed at the pair's entry (line 8, its `{`), as other errors are.
     let want = format!(
-        "error: {}: listener \"edge\": certificate {} and key {} do not match",
+        "error: {}:8:11: listener \"edge\": certificate {} and key {} do not match",
         path.display(),
         dir.0.join("a.pem").display(),
         dir.0.join("b.key").display()

@@ -51,13 +51,8 @@ fn certificate_and_key_files_need_pem_blocks() {
     std::fs::write(dir.join("certs/a.key"), super::CERT_PEM).unwrap();
     let errs = errors_in(&yaml(TLS_LISTENER), &dir);
     assert_eq!(errs.len(), 2, "{errs:?}");
-    assert_error_in(&errs, 7, 11, "has no a -----BEGIN CERTIFICATE----- block");
-    assert_error_in(
-        &errs,
-        8,
-        11,
-        "has no a -----BEGIN ... PRIVATE KEY----- block",
-    );
+    assert_error_in(&errs, 7, 11, "has no -----BEGIN CERTIFICATE----- line");
+    assert_error_in(&errs, 8, 11, "has no -----BEGIN ... PRIVATE KEY----- line");
 
     // Any private key flavour will do; absolute paths are taken as they are.
     std::fs::write(dir.join("certs/a.pem"), super::CERT_PEM).unwrap();

@@ -188,8 +188,8 @@ pub(crate) fn check_pem(path: &Path, kind: Pem) -> Result<(), String> {
         Ok(())
     } else {
         let want = match kind {
-            Pem::Certificate => "a -----BEGIN CERTIFICATE----- block",
-            Pem::PrivateKey => "a -----BEGIN ... PRIVATE KEY----- block",
+            Pem::Certificate => "-----BEGIN CERTIFICATE----- line",
+            Pem::PrivateKey => "-----BEGIN ... PRIVATE KEY----- line",
         };
         Err(format!("\"{}\" has no {want}", path.display()))
     }
