@@ -145,7 +145,15 @@ impl Group {
             }
             (Balance::LeastRequest, _) => self.power_of_two(&fresh),
             _ => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                // A retry walks on from where the turn stands without taking
+                // a turn of its own: otherwise each failed attempt would
+                // move the rotation twice per request, and with two targets
+                // every request would try the same dead one first.
+                let start = if avoid.is_empty() {
+                    self.next.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    self.next.load(Ordering::Relaxed)
+                };
                 self.walk(&self.table, start % self.table.len(), &fresh)
             }
         };

@@ -215,3 +215,34 @@ fn random_spreads_by_weight() {
     let heavy = p["127.0.0.1:1001"];
     assert!((2700..=3300).contains(&heavy), "{p:?}");
 }
+
+#[test]
+fn a_retry_does_not_take_a_round_robin_turn() {
+    let yaml = r#"
+admin: { bind: "127.0.0.1:0" }
+target_groups:
+  - name: two
+    targets: [ { address: "127.0.0.1:3001" }, { address: "127.0.0.1:3002" } ]
+"#;
+    let s = compile(yaml, None);
+    set_all(&s, 0, TargetState::Healthy);
+    // 3001 refuses every connection (no health checks to notice): each
+    // request that picks it first retries on the other target.
+    let mut dead_first = 0;
+    for _ in 0..10 {
+        let Some((_, first)) = s.pick(0, PickInput::default(), &[]) else {
+            panic!("no pick");
+        };
+        if first.label() == "127.0.0.1:3001" {
+            dead_first += 1;
+            let retry = s.pick(0, PickInput::default(), &[Arc::clone(&first)]);
+            assert_eq!(
+                retry.map(|(_, t)| t.label().to_owned()).as_deref(),
+                Some("127.0.0.1:3002")
+            );
+        }
+    }
+    // Round robin still alternates; with the retry taking a turn too, all
+    // ten requests tried the dead target first.
+    assert_eq!(dead_first, 5);
+}
