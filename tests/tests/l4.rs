@@ -452,3 +452,39 @@ async fn proxy_protocol_v2_header_carries_the_client_address() {
     want.extend_from_slice(&lb_addr.port().to_be_bytes());
     assert_eq!(header, want);
 }
+
+#[tokio::test]
+async fn a_refused_target_is_skipped_and_counted_as_an_upstream_error() {
+    let up = TcpEcho::start().await;
+    let refused = switchyard_testkit::refused_addr().await;
+    let lb = Cfg::new()
+        .listener_yaml(&tcp_listener("l4-refused", "", &[("refusing", 1)]))
+        .group(tcp_group("refusing", &[(refused, 1), (up.addr(), 1)]))
+        .start()
+        .await;
+    let addr = addr_of(&lb, "l4-refused");
+    for i in 0..4 {
+        let mut client = connect(addr).await;
+        echo(&mut client, format!("try {i}").as_bytes()).await;
+    }
+    assert_eq!(up.connections(), 4);
+    // Round robin: every other connection tried the refusing target first.
+    let text = metrics(&lb).await;
+    let refused_label = refused.to_string();
+    let errors = metric(
+        &text,
+        "switchyard_upstream_requests_total",
+        &[
+            ("target_group", "refusing"),
+            ("target", &refused_label),
+            ("code", "error"),
+        ],
+    );
+    assert_eq!(errors, Some(2.0), "{text}");
+    let retries = metric(
+        &text,
+        "switchyard_retries_total",
+        &[("target_group", "refusing")],
+    );
+    assert_eq!(retries, Some(2.0), "{text}");
+}

@@ -370,6 +370,8 @@ async fn connect(snap: &Snapshot, group: usize, peer: SocketAddr) -> Result<Upst
             Ok(Err(e)) => e.to_string(),
             Err(_) => "connect timed out".to_owned(),
         };
+        // As HTTP counts a target that gave no answer: `code="error"`.
+        target.upstream.error();
         observe(grp, &target, true);
         tracing::debug!(target = %target.label(), %error, "tcp connect failed");
         drop((slot, in_flight));
