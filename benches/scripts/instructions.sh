@@ -9,6 +9,8 @@
 # connection per request. Needs nginx, wrk and valgrind (Debian packages).
 #
 #   bash benches/scripts/instructions.sh old/switchyard target/release/switchyard
+# KEEP=dir keeps each profile as dir/<n>-<scenario>.callgrind (n: the
+# binary's place in the list) for callgrind_annotate.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 DURATION=${DURATION:-5}
@@ -52,8 +54,9 @@ ready() { # url: bounded wait (60 s: valgrind starts slowly)
   echo "not ready: $1" >&2; return 1
 }
 
+n=0
 for bin in "${bins[@]}"; do
-  bin=$(realpath "$bin")
+  bin=$(realpath "$bin"); n=$((n + 1))
   line="$bin:"
   for scenario in "64" "400" "64 close"; do
     set -- $scenario
@@ -82,6 +85,9 @@ EOF
     wait "$cand" 2>/dev/null || true
     dump=$(ls -t "$out".* | head -1)
     total=$(awk '/^summary:/{print $2}' "$dump")
+    if [ -n "${KEEP:-}" ]; then
+      mkdir -p "$KEEP"; cp "$dump" "$KEEP/$n-${conns}${2:+-$2}.callgrind"
+    fi
     line="$line ${conns}${2:+-$2}: $((total / requests)) instr/req ($requests req);"
   done
   echo "$line"

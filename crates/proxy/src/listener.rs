@@ -15,7 +15,7 @@ use switchyard_config::Listener;
 use switchyard_routing::Snapshot;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 
 use crate::body::RequestBody;
@@ -179,21 +179,40 @@ where
 }
 
 /// The next client connection with its place under `max_connections`, or
-/// `None` once the listener is told to stop. Accept errors (EMFILE and
-/// friends) back off instead of spinning.
+/// `None` once the listener is told to stop (or its handle is gone).
+/// Accept errors (EMFILE and friends) back off instead of spinning.
+///
+/// Under load the next connection and a free place are usually there
+/// already: both are tried before the stop channel is waited on, since
+/// waiting on it registers a waiter under its lock (and removes it again),
+/// which cost about 350 instructions per connection. The stop is still
+/// seen at once: checked before each accept, with one atomic load.
 pub(crate) async fn accept_next(
     listener: &TcpListener,
     limit: &Arc<Semaphore>,
     stop: &mut watch::Receiver<bool>,
     name: &str,
 ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
-    let permit = tokio::select! {
-        _ = stop.changed() => return None,
-        p = Arc::clone(limit).acquire_owned() => p.ok()?,
+    let stopped = |stop: &watch::Receiver<bool>| stop.has_changed().unwrap_or(true);
+    let permit = match Arc::clone(limit).try_acquire_owned() {
+        Ok(p) => p,
+        Err(TryAcquireError::Closed) => return None,
+        Err(TryAcquireError::NoPermits) => tokio::select! {
+            biased;
+            _ = stop.changed() => return None,
+            p = Arc::clone(limit).acquire_owned() => p.ok()?,
+        },
     };
     loop {
+        // Also after an accept error: with accept polled first, a stream
+        // of errors would otherwise never let the stop branch run.
+        if stopped(stop) {
+            return None;
+        }
         tokio::select! {
-            _ = stop.changed() => return None,
+            // Accept first: the stop future is then only made, not
+            // polled (no waiter registered), when a connection is ready.
+            biased;
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => return Some((stream, peer, permit)),
                 Err(e) => {
@@ -201,6 +220,7 @@ pub(crate) async fn accept_next(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            _ = stop.changed() => return None,
         }
     }
 }
