@@ -144,18 +144,7 @@ impl Group {
                 self.walk(&self.table, fastrand::usize(..self.table.len()), &fresh)
             }
             (Balance::LeastRequest, _) => self.power_of_two(&fresh),
-            _ => {
-                // A retry walks on from where the turn stands without taking
-                // a turn of its own: otherwise each failed attempt would
-                // move the rotation twice per request, and with two targets
-                // every request would try the same dead one first.
-                let start = if avoid.is_empty() {
-                    self.next.fetch_add(1, Ordering::Relaxed)
-                } else {
-                    self.next.load(Ordering::Relaxed)
-                };
-                self.walk(&self.table, start % self.table.len(), &fresh)
-            }
+            _ => self.round_robin(avoid.is_empty(), &fresh),
         };
         // Every admitted target was already tried: reuse one rather than fail.
         found.or_else(|| {
@@ -189,6 +178,38 @@ impl Group {
         }
     }
 
+    /// The next target of the weighted rotation that `ok` accepts. Each
+    /// request takes one turn; the turns of targets it passes over are
+    /// taken too, so that a target that cannot serve hands its share
+    /// around the rotation rather than all to the target after it. A pass
+    /// that finds nothing gives its turn back: a request that falls back
+    /// from healthy targets to fail_open (or from the slow-start ramp to
+    /// none) takes one turn, not two, which with two targets would send
+    /// every request to the same one. A retry (`take` false) walks on from
+    /// the current turn without taking any: otherwise each failed attempt
+    /// would move the rotation twice, and the same dead target would be
+    /// tried first by every request.
+    fn round_robin<F: Fn(&Arc<Target>) -> bool>(&self, take: bool, ok: &F) -> Option<&Arc<Target>> {
+        let len = self.table.len();
+        if !take {
+            let start = self.next.load(Ordering::Relaxed);
+            return self.walk(&self.table, start % len, ok);
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        match self.walk_at(&self.table, start % len, ok) {
+            Some((t, passed)) => {
+                if passed > 0 {
+                    self.next.fetch_add(passed, Ordering::Relaxed);
+                }
+                Some(t)
+            }
+            None => {
+                self.next.fetch_sub(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     /// Walks `table` from `start` for the first target `ok` accepts. Only
     /// the first few entries are looked at in the table order; after that a
     /// linear pass over the targets bounds the cost when most are down.
@@ -198,12 +219,23 @@ impl Group {
         start: usize,
         ok: &F,
     ) -> Option<&Arc<Target>> {
+        self.walk_at(table, start, ok).map(|(t, _)| t)
+    }
+
+    /// [`walk`](Self::walk), with the number of table entries passed over
+    /// before the target found (0 when the linear pass found it).
+    fn walk_at<F: Fn(&Arc<Target>) -> bool>(
+        &self,
+        table: &[u32],
+        start: usize,
+        ok: &F,
+    ) -> Option<(&Arc<Target>, usize)> {
         let probes = table.len().min(2 * self.targets.len() + 2);
         for i in 0..probes {
             let idx = table[(start + i) % table.len()] as usize;
             if let Some(t) = self.targets.get(idx) {
                 if ok(t) {
-                    return Some(t);
+                    return Some((t, i));
                 }
             }
         }
@@ -211,6 +243,7 @@ impl Group {
         (0..n)
             .map(|i| &self.targets[(start + i) % n])
             .find(|t| ok(t))
+            .map(|t| (t, 0))
     }
 
     /// least_request: two random candidates (drawn by weight), the one with

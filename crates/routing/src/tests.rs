@@ -246,3 +246,56 @@ target_groups:
     // ten requests tried the dead target first.
     assert_eq!(dead_first, 5);
 }
+
+/// A group `g` of targets 127.0.0.1:4001.. with the given weights.
+fn weighted_group(weights: &[u32]) -> Snapshot {
+    let targets: Vec<String> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("{{ address: \"127.0.0.1:{}\", weight: {w} }}", 4001 + i))
+        .collect();
+    compile(
+        &format!(
+            "admin: {{ bind: \"127.0.0.1:0\" }}\ntarget_groups:\n  - name: g\n    targets: [ {} ]\n",
+            targets.join(", ")
+        ),
+        None,
+    )
+}
+
+/// Picks per target, in target order.
+fn shares(s: &Snapshot, n: usize) -> Vec<usize> {
+    let p = picks(s, 0, n);
+    (0..s.groups[0].targets.len())
+        .map(|i| {
+            p.get(&format!("127.0.0.1:{}", 4001 + i))
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+fn fail_open_spreads_by_weight_when_no_target_is_healthy() {
+    // Every target unhealthy: the healthy pass finds none and must not
+    // take a turn, or with two targets one of them would get everything.
+    let s = weighted_group(&[1, 1]);
+    set_all(&s, 0, TargetState::Unhealthy);
+    assert_eq!(shares(&s, 12), [6, 6]);
+    let s = weighted_group(&[1, 1, 1, 3]);
+    set_all(&s, 0, TargetState::Unhealthy);
+    assert_eq!(shares(&s, 12), [2, 2, 2, 6]);
+}
+
+#[test]
+fn an_unhealthy_targets_turn_is_shared_not_handed_to_its_neighbour() {
+    let s = weighted_group(&[1, 1, 1, 1]);
+    set_all(&s, 0, TargetState::Healthy);
+    s.groups[0].targets[1].set_state(TargetState::Unhealthy);
+    assert_eq!(shares(&s, 12), [4, 0, 4, 4]);
+    // With weights 2:1:1:3, the second target's turns go around: 2:1:3.
+    let s = weighted_group(&[2, 1, 1, 3]);
+    set_all(&s, 0, TargetState::Healthy);
+    s.groups[0].targets[1].set_state(TargetState::Unhealthy);
+    assert_eq!(shares(&s, 60), [20, 0, 10, 30]);
+}
