@@ -378,6 +378,38 @@ async fn sticky_cookie_for_a_group_weighted_zero_or_absent_is_repicked() {
 }
 
 #[tokio::test]
+async fn a_client_stuck_to_a_group_that_cannot_serve_is_repicked_among_those_that_can() {
+    let blue = upstream("blue").await;
+    let refused = switchyard_testkit::refused_addr().await;
+    let sticky = "    stickiness: { duration: 1h }";
+    // green: no healthy target (its only one refuses) and no fail_open.
+    let lb = Cfg::new()
+        .listener("web", &split(1, 1, sticky))
+        .group(Group::new("blue", &[blue.addr()]))
+        .group(
+            Group::new("green", &[refused])
+                .health_check("{ protocol: tcp, interval: 1s, timeout: 500ms }")
+                .with("fail_open: false"),
+        )
+        .start()
+        .await;
+    let client = TestClient::new();
+    for i in 0..6 {
+        let res = client
+            .get_with(&lb.url("/"), &[("cookie", "SWYG=green:9999999999")])
+            .await
+            .unwrap();
+        assert_eq!(
+            (res.status, res.body.as_str()),
+            (200, "blue"),
+            "request {i}"
+        );
+        let cookie = set_cookie(&res, "SWYG").unwrap_or_default();
+        assert!(cookie.starts_with("SWYG=blue:"), "request {i}: {cookie:?}");
+    }
+}
+
+#[tokio::test]
 async fn expired_sticky_cookie_is_repicked() {
     let sticky = "    stickiness: { duration: 1s }";
     let (lb, _blue, _green) = blue_green(&split(1, 1, sticky)).await;

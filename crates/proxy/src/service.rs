@@ -236,7 +236,9 @@ fn forward_split<'a>(
         let sticky = now.and_then(|now| split.sticky_group(req.headers(), now));
         let (group, set_cookie) = match sticky {
             Some(g) if snap.has_usable(g) => (Some(g), false),
-            _ => (snap.choose_group(split), now.is_some()),
+            // Re-picked, among the groups that can serve.
+            Some(_) => (snap.choose_usable_group(split), true),
+            None => (snap.choose_group(split), now.is_some()),
         };
         let Some(group) = group else {
             return (

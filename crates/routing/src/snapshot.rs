@@ -302,6 +302,18 @@ impl Snapshot {
         Some(g)
     }
 
+    /// A group of `split` for a client whose sticky group has no usable
+    /// target: as [`choose_group`](Self::choose_group), but never a group
+    /// without a usable target while another has one, so that the client
+    /// is not pinned again to a group that cannot serve it.
+    pub fn choose_usable_group(&self, split: &Split) -> Option<usize> {
+        let g = self.choose_group(split)?;
+        if self.has_usable(g) {
+            return Some(g);
+        }
+        split.choose_among(|g| self.has_usable(g)).or(Some(g))
+    }
+
     /// Whether a request sent to `group` would find a target (following
     /// failover and fail_open exactly as `pick` does).
     pub fn has_usable(&self, group: usize) -> bool {

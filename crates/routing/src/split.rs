@@ -48,6 +48,25 @@ impl Split {
         self.entries.get(self.table[i] as usize).map(|e| e.0)
     }
 
+    /// A group by weight among those `ok` accepts: a random draw, not the
+    /// rotation (for the rare re-pick of a sticky client whose group
+    /// cannot serve it). `None` when `ok` accepts no weighted group.
+    pub fn choose_among(&self, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        let admitted = || self.entries.iter().filter(|e| e.1 > 0 && ok(e.0));
+        let total: u64 = admitted().map(|e| u64::from(e.1)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut r = fastrand::u64(..total);
+        for e in admitted() {
+            if r < u64::from(e.1) {
+                return Some(e.0);
+            }
+            r -= u64::from(e.1);
+        }
+        None
+    }
+
     /// The groups of this split with their weights.
     pub fn groups(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
         self.entries.iter().map(|e| (e.0, e.1))
