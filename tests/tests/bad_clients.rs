@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use switchyard::Running;
 use switchyard_testkit::FakeUpstream;
-use switchyard_tests::{must_get, raw_get, Cfg, RawConn, Urls, WAIT};
+use switchyard_tests::{metric, must_get, raw_get, Cfg, RawConn, Urls, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -218,6 +218,32 @@ async fn a_transfer_coding_under_chunked_gets_501_and_reaches_no_upstream() {
     ];
     refused_and_closed(&lb, &cases, 501).await;
     assert_eq!(up.requests(), 0);
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn a_malformed_request_body_gets_400_and_is_not_blamed_on_the_target() {
+    let (lb, up) = setup().await;
+    // The head is fine and goes to the target; the first chunk size is not
+    // hex. The client is at fault: 400, and the target's error count stays.
+    let res = exchange(
+        &lb,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(res.status, 400, "{}", res.head);
+    let text = must_get(&lb.admin_url("/metrics")).await.body;
+    let target = up.addr().to_string();
+    let errors = metric(
+        &text,
+        "switchyard_upstream_requests_total",
+        &[
+            ("target_group", "g"),
+            ("target", &target),
+            ("code", "error"),
+        ],
+    );
+    assert_eq!(errors, Some(0.0), "{text}");
     still_serves(&lb, &up).await;
 }
 

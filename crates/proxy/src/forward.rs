@@ -85,6 +85,9 @@ enum Outcome {
     /// The connection was closed before the request went out: it is ours again.
     Unsent(Request<RequestBody>),
     Failed(String),
+    /// The client's request body failed: answered 400, the target is not
+    /// blamed.
+    Client(String),
     TimedOut,
 }
 
@@ -113,6 +116,7 @@ impl Pending<'_> {
             Ok(Ok(resp)) => Outcome::Response(resp),
             Ok(Err(SendError::Unsent(req))) => Outcome::Unsent(*req),
             Ok(Err(SendError::Failed(why))) => Outcome::Failed(why),
+            Ok(Err(SendError::Client(why))) => Outcome::Client(why),
         }
     }
 }
@@ -402,6 +406,16 @@ pub fn forward<'a>(
                     };
                     return Forwarded {
                         result: Err(last_err),
+                        group: g,
+                        target: Some(target),
+                    };
+                }
+                Outcome::Client(reason) => {
+                    tracing::debug!(target = %target.label(), %reason, "client request body failed");
+                    return Forwarded {
+                        result: Err(ProxyError::BadRequest(
+                            "malformed or incomplete request body\n",
+                        )),
                         group: g,
                         target: Some(target),
                     };

@@ -115,6 +115,18 @@ pub enum SendError {
     /// race of a keep-alive connection the upstream closes as we use it.
     Unsent(Box<Request<RequestBody>>),
     Failed(String),
+    /// The client's request body failed on the way (malformed chunks, cut
+    /// short, longer than its length): the client's fault, not the
+    /// target's (400, not counted against the target, never retried).
+    Client(String),
+}
+
+/// Why a request body step failed.
+enum StepError {
+    /// Writing to the upstream.
+    Upstream(String),
+    /// Reading the client's body.
+    Client(String),
 }
 
 pin_project_lite::pin_project! {
@@ -280,12 +292,13 @@ impl Conn {
                     r = sending.step(&mut wr, &mut body, &mut out) => {
                         match r {
                             Ok(()) => {}
+                            Err(StepError::Client(e)) => return Err(SendError::Client(e)),
                             // The upstream stopped reading but answers: its answer stands.
-                            Err(_) if streaming_back => {
+                            Err(StepError::Upstream(_)) if streaming_back => {
                                 early = true;
                                 break;
                             }
-                            Err(e) => return Err(SendError::Failed(e)),
+                            Err(StepError::Upstream(e)) => return Err(SendError::Failed(e)),
                         }
                     }
                 }
@@ -434,11 +447,16 @@ impl Sending {
         wr: &mut tokio::net::tcp::WriteHalf<'_>,
         body: &mut RequestBody,
         out: &mut Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         if !out.is_empty() && (self.done || out.len() >= WRITE_GATHER) {
-            let n = wr.write(out).await.map_err(|e| e.to_string())?;
+            let n = wr
+                .write(out)
+                .await
+                .map_err(|e| StepError::Upstream(e.to_string()))?;
             if n == 0 {
-                return Err("upstream connection closed while writing".into());
+                return Err(StepError::Upstream(
+                    "upstream connection closed while writing".into(),
+                ));
             }
             out.drain(..n);
             return Ok(());
@@ -450,9 +468,14 @@ impl Sending {
             match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
                 Poll::Ready(f) => f,
                 Poll::Pending => {
-                    let n = wr.write(out).await.map_err(|e| e.to_string())?;
+                    let n = wr
+                        .write(out)
+                        .await
+                        .map_err(|e| StepError::Upstream(e.to_string()))?;
                     if n == 0 {
-                        return Err("upstream connection closed while writing".into());
+                        return Err(StepError::Upstream(
+                            "upstream connection closed while writing".into(),
+                        ));
                     }
                     out.drain(..n);
                     return Ok(());
@@ -465,7 +488,9 @@ impl Sending {
                     ReqFraming::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
                     ReqFraming::Length(n) if self.sent != n => {
                         self.complete = false;
-                        return Err("client request body shorter than its length".into());
+                        return Err(StepError::Client(
+                            "client request body shorter than its length".into(),
+                        ));
                     }
                     _ => {}
                 }
@@ -473,7 +498,7 @@ impl Sending {
             }
             Some(Err(e)) => {
                 self.complete = false;
-                return Err(format!("client request body: {e}"));
+                return Err(StepError::Client(format!("client request body: {e}")));
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
@@ -489,7 +514,9 @@ impl Sending {
                             out.extend_from_slice(b"\r\n");
                         }
                         ReqFraming::Length(n) if self.sent > n => {
-                            return Err("client request body longer than its length".into());
+                            return Err(StepError::Client(
+                                "client request body longer than its length".into(),
+                            ));
                         }
                         _ => out.extend_from_slice(&data),
                     }

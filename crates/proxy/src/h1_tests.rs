@@ -81,6 +81,7 @@ async fn send_ok(conn: Conn, req: Request<RequestBody>) -> Response<Body> {
         Ok(r) => r,
         Err(SendError::Unsent(_)) => panic!("unsent"),
         Err(SendError::Failed(why)) => panic!("failed: {why}"),
+        Err(SendError::Client(why)) => panic!("client body failed: {why}"),
     }
 }
 
@@ -463,7 +464,9 @@ async fn a_reused_connection_closed_without_answer_gives_a_safe_request_back() {
     let conn = body.take_conn().expect("pooled");
     match conn.send(get("/second"), identity).await {
         Err(SendError::Unsent(req)) => assert_eq!(req.uri(), "/second"),
-        Err(SendError::Failed(w)) => panic!("failed instead of given back: {w}"),
+        Err(SendError::Failed(w) | SendError::Client(w)) => {
+            panic!("failed instead of given back: {w}")
+        }
         Ok(_) => panic!("answered"),
     }
     server.await.unwrap();
