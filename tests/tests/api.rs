@@ -201,6 +201,21 @@ async fn deregister_answers_202_with_raw_or_percent_encoded_addresses_and_404_ot
     // Nothing in flight: both are forgotten at once, not after 30s.
     switchyard_testkit::eventually!(WAIT, gone(&lb, b.addr()).await && gone(&lb, c.addr()).await);
     assert_eq!(tally(&client, &lb.url("/"), 6).await, counts(&[("a", 6)]));
+    // Forgotten targets are in no state any more, not stuck at `draining`.
+    let text = switchyard_tests::must_get(&lb.admin_url("/metrics"))
+        .await
+        .body;
+    for gone_target in [b.addr(), c.addr()] {
+        let label = gone_target.to_string();
+        for state in ["initial", "healthy", "unhealthy", "draining"] {
+            let v = switchyard_tests::metric(
+                &text,
+                "switchyard_target_state",
+                &[("target_group", "g"), ("target", &label), ("state", state)],
+            );
+            assert_eq!(v, Some(0.0), "{label} {state}");
+        }
+    }
 
     for (case, group, address) in [
         ("already deleted", "g", encoded.clone()),

@@ -463,7 +463,17 @@ impl Control {
             Ok(s) => self.snapshot.store(Arc::new(s)),
             Err(e) => tracing::error!(error = %e, "cannot republish after a drain"),
         }
-        self.health.sync(&self.snapshot.load());
+        let snap = self.snapshot.load();
+        // Its series share their labels with a target of the same address
+        // added back since: those stay as that target set them.
+        let listed = snap
+            .groups
+            .iter()
+            .any(|g| g.name() == target.group() && g.target(target.label()).is_some());
+        if !listed {
+            target.clear_state_gauges();
+        }
+        self.health.sync(&snap);
     }
 
     /// `POST /api/v1/target-groups/{group}/targets`.

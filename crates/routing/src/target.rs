@@ -261,6 +261,14 @@ impl Target {
         (before, after)
     }
 
+    /// A forgotten target: every state gauge at 0, so that no series says
+    /// it is in any state (the exporter cannot remove a series).
+    pub fn clear_state_gauges(&self) {
+        for g in &self.state_gauges {
+            g.set(0.0);
+        }
+    }
+
     fn publish_gauges(&self, state: TargetState) {
         for (g, s) in self.state_gauges.iter().zip(TargetState::ALL) {
             g.set(if s == state { 1.0 } else { 0.0 });
