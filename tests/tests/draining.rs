@@ -273,3 +273,28 @@ async fn idle_pooled_connections_of_a_drained_target_close_at_once() {
         lb.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn registered_again_while_draining_a_target_is_revived_with_its_state() {
+    let (a, b, _file, lb) = two("revive", "30s").await;
+    let (slow, victim, other) = in_flight(&lb, &a, &b, "/sleep/1500").await;
+    let victim_addr = victim.addr().to_string();
+    let (status, v) = deregister(&lb, "g", &victim_addr).await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (202, Some("draining")),
+        "{v}"
+    );
+    let body = format!(r#"{{"address": "{victim_addr}", "weight": 1}}"#);
+    let (status, v) = switchyard_tests::live::register(&lb, "g", &body).await;
+    // The answer tells the state it is back in: its own, not `initial`.
+    assert_eq!((status, v["state"].as_str()), (201, Some("healthy")), "{v}");
+    let t = target(&lb, "g", &victim_addr).await.expect("listed");
+    assert_eq!(t["state"], "healthy", "{t}");
+    let client = TestClient::new();
+    assert_eq!(
+        tally(&client, &lb.url("/"), 4).await,
+        counts(&[(victim.name(), 2), (other.name(), 2)])
+    );
+    assert_eq!(slow.await.unwrap().map(|r| r.status), Ok(200));
+}

@@ -23,7 +23,7 @@ use switchyard_config::{Address, Config, Listener, ListenerProtocol, TargetSpec}
 use switchyard_health::HealthChecks;
 use switchyard_proxy::tls::TlsConfigs;
 use switchyard_proxy::{ListenerHandle, Shared};
-use switchyard_routing::{Snapshot, Target};
+use switchyard_routing::{Snapshot, Target, TargetState};
 use tokio::net::TcpListener;
 
 /// Why an API change was refused (mapped to 404 / 409 / 400 by admin).
@@ -482,7 +482,7 @@ impl Control {
         group: &str,
         address: &str,
         weight: u32,
-    ) -> Result<(), ApiError> {
+    ) -> Result<TargetState, ApiError> {
         let addr = Address::parse_target(address).map_err(ApiError::BadRequest)?;
         if !(1..=1000).contains(&weight) {
             return Err(ApiError::BadRequest(format!(
@@ -518,7 +518,16 @@ impl Control {
         let st = &mut *st;
         let merged = merge(&st.yaml, &st.api_added, &mut st.api_removed);
         self.apply(st, merged, Vec::new(), None)
-            .map_err(ApiError::BadRequest)
+            .map_err(ApiError::BadRequest)?;
+        // `initial` for a new target; a draining one registered again is
+        // revived with the state it had.
+        let snap = self.snapshot.load();
+        Ok(snap
+            .groups
+            .iter()
+            .find(|g| g.name() == group)
+            .and_then(|g| g.target(&label))
+            .map_or(TargetState::Initial, |t| t.state()))
     }
 
     /// `DELETE /api/v1/target-groups/{group}/targets/{address}`: the target
