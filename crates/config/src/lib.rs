@@ -59,6 +59,15 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Co
             "empty configuration".to_string(),
         ));
     }
+    // Before serde, which reports a duplicate key at its mapping's start:
+    // the error points at the second occurrence.
+    if let Some((path, at)) = source.first_duplicate() {
+        return Err(ConfigErrors::one(
+            origin,
+            Some(at),
+            format!("duplicate key `{path}`"),
+        ));
+    }
     let raw: raw::RawConfig =
         serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![error::from_yaml(origin, &e)]))?;
     let config = validate::validate(&raw, &source, origin, base_dir).map_err(ConfigErrors)?;

@@ -19,6 +19,8 @@ use crate::error::Location;
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
     locations: HashMap<String, Location>,
+    /// Keys given twice in one mapping: the path and the second one's place.
+    duplicates: Vec<(String, Location)>,
     /// The document has a root node that is not an empty/null scalar.
     has_content: bool,
 }
@@ -33,8 +35,15 @@ impl SourceMap {
         let complete = parser.load(&mut sink, false).is_ok();
         SourceMap {
             locations: sink.locations,
+            duplicates: sink.duplicates,
             has_content: sink.root_has_content || !complete,
         }
+    }
+
+    /// The first key given twice in one mapping, as its path and where the
+    /// second occurrence stands (serde only says which mapping).
+    pub fn first_duplicate(&self) -> Option<(&str, Location)> {
+        self.duplicates.first().map(|(p, l)| (p.as_str(), *l))
     }
 
     /// Where the key or list item at `path` starts.
@@ -82,6 +91,7 @@ enum Frame {
 struct Sink {
     stack: Vec<Frame>,
     locations: HashMap<String, Location>,
+    duplicates: Vec<(String, Location)>,
     root_has_content: bool,
     seen_root: bool,
 }
@@ -129,7 +139,14 @@ impl Sink {
                 let k = scalar.unwrap_or("?").to_string();
                 let p = join(path, &k);
                 if scalar.is_some() {
-                    self.locations.entry(p.clone()).or_insert(loc);
+                    match self.locations.entry(p.clone()) {
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            self.duplicates.push((p.clone(), loc));
+                        }
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(loc);
+                        }
+                    }
                 }
                 *key = Some(k);
                 (p, true)

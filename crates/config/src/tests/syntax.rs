@@ -278,3 +278,34 @@ fn matcher_written_as_a_yaml_integer_is_accepted() {
     let c = super::parse_ok("target_groups: [ { name: g, health_check: { matcher: 204 } } ]\n");
     assert_eq!(c.target_groups[0].health_check.matcher.ranges, [(204, 204)]);
 }
+
+#[test]
+fn a_duplicate_key_is_placed_at_its_second_occurrence() {
+    // serde alone places it at the start of the mapping that holds it.
+    assert_only_error(
+        "admin: { bind: 127.0.0.1:0 }\nworkers: 1\nworkers: 2\n",
+        3,
+        1,
+        "duplicate key `workers`",
+    );
+    assert_only_error(
+        "admin: { bind: 127.0.0.1:0, bind: 127.0.0.1:1 }\n",
+        1,
+        29,
+        "duplicate key `admin.bind`",
+    );
+    let text = yaml(
+        r#"
+target_groups:
+  - name: g
+    balance: random
+    balance: round_robin
+    targets: [ { address: "127.0.0.1:1" } ]
+"#,
+    );
+    let line = text
+        .lines()
+        .position(|l| l.contains("round_robin"))
+        .map_or(0, |i| i + 1);
+    assert_only_error(&text, line, 5, "duplicate key `target_groups.0.balance`");
+}
