@@ -142,7 +142,11 @@ async fn a_broken_file_keeps_the_old_config_serving_and_reports_file_line_column
     let file = ConfigFile::new("broken", &to_blue);
     let lb = file.start().await;
     let path = file.path().display().to_string();
-    let v0 = config_status(&lb).await["version"].clone();
+    // Before any reload, the load at start is the last one.
+    let status = config_status(&lb).await;
+    assert_eq!(status["last_reload"]["result"], "ok", "{status}");
+    assert!(status["last_reload"]["at"].is_string(), "{status}");
+    let v0 = status["version"].clone();
     let (client, url) = (TestClient::new(), lb.url("/"));
     let errors_before = reload_errors(&lb).await;
 

@@ -237,10 +237,16 @@ impl Control {
                 draining: Vec::new(),
                 listeners,
             }),
+            // The load at start counts as the last one: `last_reload` is
+            // an object from the first answer on, as INTERFACE.md shows it.
             status: Mutex::new(Status {
                 version,
                 loaded_at: SystemTime::now(),
-                last_reload: None,
+                last_reload: Some(LastReload {
+                    ok: true,
+                    at: SystemTime::now(),
+                    error: None,
+                }),
             }),
             reloads_ok: metrics::counter!("switchyard_config_reloads_total", "result" => "ok"),
             reloads_error: metrics::counter!("switchyard_config_reloads_total", "result" => "error"),
