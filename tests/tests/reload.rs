@@ -482,6 +482,13 @@ async fn a_new_listener_that_cannot_bind_fails_the_whole_reload() {
         error.contains("clash") && error.contains("cannot bind"),
         "{error}"
     );
+    // At the clashing listener's `bind` in the file.
+    let bind_line = clashing
+        .lines()
+        .position(|l| l.contains(&format!("127.0.0.1:{port}")))
+        .map_or(0, |i| i + 1);
+    let (line, _) = position(error, &file.path().display().to_string());
+    assert_eq!(line, bind_line, "{error}");
     // Nothing of the new file applies: not the listener, not the weights.
     assert_eq!(lb.addr("clash"), None);
     assert_eq!(tally(&client, &url, 10).await, counts(&[("blue", 10)]));

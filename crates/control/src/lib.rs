@@ -110,9 +110,20 @@ async fn bind_missing(
     config: &Config,
     current: &Config,
     running: &[String],
+    origin: &str,
+    source: Option<&switchyard_config::SourceMap>,
 ) -> Result<Vec<(Listener, TcpListener)>, String> {
     let mut out = Vec::new();
-    for l in &config.listeners {
+    for (i, l) in config.listeners.iter().enumerate() {
+        // Placed at the listener's `bind` in the file, as config errors are.
+        let located = |message: String| {
+            switchyard_config::ConfigError {
+                origin: origin.to_owned(),
+                location: source.and_then(|s| s.find_nearest(&format!("listeners.{i}.bind"))),
+                message,
+            }
+            .to_string()
+        };
         let kept = running.iter().any(|name| {
             current
                 .listeners
@@ -122,9 +133,12 @@ async fn bind_missing(
         if kept {
             continue;
         }
-        let addr = resolve(&l.bind).await?;
-        let sock = switchyard_proxy::bind(addr)
-            .map_err(|e| format!("listener {:?}: cannot bind {}: {e}", l.name, l.bind))?;
+        let addr = resolve(&l.bind)
+            .await
+            .map_err(|e| located(format!("listener {:?}: {e}", l.name)))?;
+        let sock = switchyard_proxy::bind(addr).map_err(|e| {
+            located(format!("listener {:?}: cannot bind {}: {e}", l.name, l.bind))
+        })?;
         out.push((l.clone(), sock));
     }
     Ok(out)
@@ -211,7 +225,7 @@ impl Control {
             .map_or_else(|| "<config>".to_owned(), |p| p.display().to_string());
         // Certificates before sockets: a bad pair fails the start cleanly.
         let tls = build_tls(&config, &origin, source)?;
-        let bound = bind_missing(&config, &config, &[]).await?;
+        let bound = bind_missing(&config, &config, &[], &origin, source).await?;
         let snapshot = Snapshot::compile(config.clone(), None).map_err(|e| e.to_string())?;
         let swap = Arc::new(ArcSwap::from_pointee(snapshot));
         let shared = Arc::new(Shared::new(Arc::clone(&swap), shared_access_log));
@@ -332,7 +346,15 @@ impl Control {
             let names: Vec<String> = st.listeners.iter().map(|h| h.name.clone()).collect();
             (st.current.clone(), names)
         };
-        let bound = bind_missing(&loaded.config, &current, &running).await?;
+        let origin = path.display().to_string();
+        let bound = bind_missing(
+            &loaded.config,
+            &current,
+            &running,
+            &origin,
+            Some(&loaded.source),
+        )
+        .await?;
         let mut guard = self.state();
         let st = &mut *guard;
         let merged = merge(&loaded.config, &st.api_added, &mut st.api_removed);
