@@ -260,3 +260,22 @@ async fn in_flight_is_visible_while_a_request_runs() {
     let json: serde_json::Value = serde_json::from_str(&must_get(&api).await.body).unwrap();
     assert_eq!(json["target_groups"][0]["targets"][0]["in_flight"], 0);
 }
+
+#[tokio::test]
+async fn an_admin_client_that_never_finishes_its_head_is_closed() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = Cfg::simple(&[up.addr()]).start().await;
+    let started = tokio::time::Instant::now();
+    let mut silent = switchyard_tests::RawConn::connect(lb.admin_addr).await;
+    let mut partial = switchyard_tests::RawConn::connect(lb.admin_addr).await;
+    partial.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    // Generous: the limit is 10s.
+    let limit = switchyard_admin::ADMIN_HEADER_READ;
+    for (name, conn) in [("silent", &mut silent), ("partial", &mut partial)] {
+        (conn.closed_within(limit * 3).await).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let took = started.elapsed();
+        assert!(took >= limit / 2, "{name} closed early: {took:?}");
+    }
+    // The admin API serves on.
+    assert_eq!(must_get(&lb.admin_url("/healthz")).await.status, 200);
+}

@@ -14,7 +14,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchyard_control::Control;
@@ -190,6 +190,9 @@ fn readyz(state: &AdminState) -> Response<AdminBody> {
     }
 }
 
+/// How long an admin client may take to send a request head.
+pub const ADMIN_HEADER_READ: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the admin API on `listener` until `stop` turns true.
 pub fn spawn(
     listener: TcpListener,
@@ -198,7 +201,15 @@ pub fn spawn(
 ) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A client that never finishes its request head (or sends nothing)
+        // is closed, as on the listeners: otherwise each would hold a
+        // socket for good.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(ADMIN_HEADER_READ);
+        let builder = Arc::new(builder);
         loop {
             let (stream, _) = tokio::select! {
                 _ = stop.changed() => break,
@@ -214,6 +225,14 @@ pub fn spawn(
             let state = Arc::clone(&state);
             let builder = Arc::clone(&builder);
             tokio::spawn(async move {
+                // hyper's header timer starts once the version is detected,
+                // which waits for bytes: a client that sends none is
+                // closed here.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(ADMIN_HEADER_READ, stream.peek(&mut first)).await {
+                    Ok(Ok(1..)) => {}
+                    _ => return,
+                }
                 let svc = service_fn(move |req| {
                     let state = Arc::clone(&state);
                     async move { Ok::<_, Infallible>(route(req, &state).await) }

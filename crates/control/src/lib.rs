@@ -137,7 +137,10 @@ async fn bind_missing(
             .await
             .map_err(|e| located(format!("listener {:?}: {e}", l.name)))?;
         let sock = switchyard_proxy::bind(addr).map_err(|e| {
-            located(format!("listener {:?}: cannot bind {}: {e}", l.name, l.bind))
+            located(format!(
+                "listener {:?}: cannot bind {}: {e}",
+                l.name, l.bind
+            ))
         })?;
         out.push((l.clone(), sock));
     }
