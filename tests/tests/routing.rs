@@ -307,3 +307,41 @@ async fn h2c_prior_knowledge_client_is_routed_by_authority() {
     assert_eq!(seen.uri, "/h2/x?q=1");
     assert_eq!(seen.header("host"), Some(addr.to_string().as_str()));
 }
+
+#[tokio::test]
+async fn an_absolute_form_request_is_routed_and_sent_on_by_its_own_host() {
+    let (a, b) = (upstream("a").await, upstream("b").await);
+    let lb = Cfg::new()
+        .listener(
+            "web",
+            r#"
+            - name: a
+              match: { host: a.test }
+              forward: { target_group: a }
+            - name: b
+              match: { host: b.test }
+              forward: { target_group: b }
+            "#,
+        )
+        .group(Group::new("a", &[a.addr()]))
+        .group(Group::new("b", &[b.addr()]))
+        .start()
+        .await;
+    // RFC 9112 3.2.2: the request-target's host wins and replaces Host, so
+    // the balancer and the target agree on which host was asked for.
+    let mut conn = switchyard_tests::RawConn::connect(lb.listen_addr()).await;
+    conn.send(b"GET http://b.test/x?y=1 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await;
+    let res = conn.response(switchyard_tests::WAIT).await.unwrap();
+    assert_eq!(
+        (res.status, res.body_text().as_str()),
+        (200, "b"),
+        "{}",
+        res.head
+    );
+    assert_eq!(a.requests(), 0);
+    let seen = b.last_request().unwrap();
+    assert_eq!(seen.uri, "/x?y=1");
+    assert_eq!(seen.header("host"), Some("b.test"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("b.test"));
+}

@@ -179,6 +179,13 @@ fn ip_text(ip: std::net::IpAddr, out: &mut [u8; 64]) -> usize {
 /// that forwarding does not grow (copy) it.
 pub const FORWARD_FIELDS: usize = 4;
 
+/// The host and port a request-target names (absolute-form, or h2's
+/// :authority), without any userinfo; `None` for origin-form.
+pub fn uri_host(uri: &Uri) -> Option<&str> {
+    let a = uri.authority()?.as_str();
+    Some(a.rsplit('@').next().unwrap_or(a)).filter(|h| !h.is_empty())
+}
+
 /// Rewrites a client request's head for an HTTP/1.1 upstream.
 pub fn prepare_request(
     headers: &mut HeaderMap,
@@ -187,16 +194,19 @@ pub fn prepare_request(
     client: &ClientInfo,
     request_id: &HeaderValue,
 ) {
-    // X-Forwarded-Host is the client's Host as sent (h2: the authority).
-    let host = headers.get(header::HOST).cloned().or_else(|| {
-        uri.authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    // X-Forwarded-Host is the host the client asked for: the request
+    // target's authority when it has one (absolute-form, h2), which then
+    // replaces any Host sent (RFC 9112 3.2.2), else Host.
+    let from_uri = uri_host(uri).and_then(|a| HeaderValue::from_str(a).ok());
+    let host = match from_uri {
+        Some(h) => {
+            headers.insert(header::HOST, h.clone());
+            Some(h)
+        }
+        None => headers.get(header::HOST).cloned(),
+    };
     strip_hop_by_hop(headers);
     if let Some(h) = &host {
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, h.clone());
-        }
         headers.insert(X_FORWARDED_HOST.clone(), h.clone());
     }
     append_forwarded_for(headers, &client.ip_value);

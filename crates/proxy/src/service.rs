@@ -102,11 +102,14 @@ pub fn handle(
             ));
         };
         let table = &snap.listeners[index];
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        // The request-target's authority wins over Host when there is one
+        // (absolute-form, RFC 9112 3.2.2; h2's :authority, RFC 9113 8.3.1):
+        // routing and the Host sent on (`prepare_request`) must agree.
+        let host = crate::headers::uri_host(req.uri()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
         // Copied only when logging: the request is moved into the forward.
         let logged = ctx.shared.access_log.enabled().then(|| {
             (
@@ -202,8 +205,12 @@ pub fn handle(
     }
 }
 
-/// Exactly one Host header, or none on HTTP/1.0 (RFC 9112 3.2).
+/// Exactly one Host header, or none on HTTP/1.0 (RFC 9112 3.2); any when
+/// the request-target names the host, as Host is then ignored (3.2.2).
 fn host_is_unambiguous<B>(req: &Request<B>) -> bool {
+    if req.uri().authority().is_some() {
+        return true;
+    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), None) => true,
