@@ -51,6 +51,12 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
 
 /// Validates `text` as if read from a file named `origin` in `base_dir`.
 pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, ConfigErrors> {
+    // A byte order mark (Windows editors write one) is not YAML content:
+    // serde_yaml takes it for a second document.
+    // The version stays the hash of the bytes as read (the file watcher
+    // compares it with the file's).
+    let version = version_of(text.as_bytes());
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let source = SourceMap::build(text);
     if !source.has_content() {
         return Err(ConfigErrors::one(
@@ -74,7 +80,7 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Co
     Ok(Loaded {
         config,
         source,
-        version: version_of(text.as_bytes()),
+        version,
     })
 }
 

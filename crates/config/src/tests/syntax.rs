@@ -309,3 +309,12 @@ target_groups:
         .map_or(0, |i| i + 1);
     assert_only_error(&text, line, 5, "duplicate key `target_groups.0.balance`");
 }
+
+#[test]
+fn a_byte_order_mark_is_not_content() {
+    let text = "\u{feff}admin: { bind: 127.0.0.1:0 }\nworkers: 2\n";
+    let loaded = parse_str(text, "bom.yaml", Path::new(".")).unwrap();
+    assert_eq!(loaded.config.workers, 2);
+    // The version is the file's bytes, as the watcher hashes them.
+    assert_eq!(loaded.version, version_of(text.as_bytes()));
+}
