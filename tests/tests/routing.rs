@@ -345,3 +345,33 @@ async fn an_absolute_form_request_is_routed_and_sent_on_by_its_own_host() {
     assert_eq!(seen.header("host"), Some("b.test"));
     assert_eq!(seen.header("x-forwarded-host"), Some("b.test"));
 }
+
+#[tokio::test]
+async fn dot_segments_cannot_carry_a_request_past_its_route() {
+    let web = upstream("web").await;
+    let lb = Cfg::new()
+        .listener(
+            "web",
+            r#"
+            - name: admin-closed
+              match: { path_prefix: /admin }
+              fixed_response: { status: 403, body: "closed" }
+            - name: web
+              match: { path_prefix: /web/ }
+              forward: { target_group: web }
+            "#,
+        )
+        .group(Group::new("web", &[web.addr()]))
+        .start()
+        .await;
+    // Sent raw: clients would resolve the dots themselves.
+    for (path, status) in [("/web/../admin/x", 403), ("/web/./a/../b?q=1", 200)] {
+        let mut conn = switchyard_tests::RawConn::connect(lb.listen_addr()).await;
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await;
+        let res = conn.response(switchyard_tests::WAIT).await.unwrap();
+        assert_eq!(res.status, status, "{path}: {}", res.head);
+    }
+    assert_eq!(web.requests(), 1);
+    assert_eq!(web.last_request().unwrap().uri, "/web/b?q=1");
+}

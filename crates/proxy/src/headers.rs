@@ -179,6 +179,46 @@ fn ip_text(ip: std::net::IpAddr, out: &mut [u8; 64]) -> usize {
 /// that forwarding does not grow (copy) it.
 pub const FORWARD_FIELDS: usize = 4;
 
+/// `uri` with the dot segments of its path resolved (`/a/./b/../c` ->
+/// `/a/c`; never above the root), or `None` when it has none.
+pub fn without_dot_segments(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    if !path.starts_with('/') || !path.contains("/.") {
+        return None;
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let mut dotted = false;
+    for seg in path[1..].split('/') {
+        match seg {
+            "." => dotted = true,
+            ".." => {
+                dotted = true;
+                kept.pop();
+            }
+            s => kept.push(s),
+        }
+    }
+    if !dotted {
+        return None;
+    }
+    let mut clean = String::with_capacity(path.len());
+    for s in &kept {
+        clean.push('/');
+        clean.push_str(s);
+    }
+    // `/a/..` and `/a/.` name a directory: keep the trailing slash.
+    if clean.is_empty() || path.ends_with("/.") || path.ends_with("/..") {
+        clean.push('/');
+    }
+    if let Some(q) = uri.query() {
+        clean.push('?');
+        clean.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(clean).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
 /// The host and port a request-target names (absolute-form, or h2's
 /// :authority), without any userinfo; `None` for origin-form.
 pub fn uri_host(uri: &Uri) -> Option<&str> {
@@ -270,6 +310,28 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_resolved_and_other_paths_left_alone() {
+        let clean =
+            |u: &str| without_dot_segments(&u.parse::<Uri>().unwrap()).map(|u| u.to_string());
+        assert_eq!(clean("/web/../admin").as_deref(), Some("/admin"));
+        assert_eq!(
+            clean("/a/./b/../c?x=/../y").as_deref(),
+            Some("/a/c?x=/../y")
+        );
+        assert_eq!(clean("/a/b/..").as_deref(), Some("/a/"));
+        assert_eq!(clean("/a/./").as_deref(), Some("/a/"));
+        assert_eq!(clean("/../../etc").as_deref(), Some("/etc"));
+        assert_eq!(clean("/..").as_deref(), Some("/"));
+        assert_eq!(
+            clean("http://h.test/a/../b").as_deref(),
+            Some("http://h.test/b")
+        );
+        for untouched in ["/", "/a/b", "/.well-known/x", "/a/.../b", "/a..b/c.", "*"] {
+            assert_eq!(clean(untouched), None, "{untouched}");
+        }
+    }
 
     fn client() -> ClientInfo {
         ClientInfo {

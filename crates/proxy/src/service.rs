@@ -60,9 +60,16 @@ impl<'a> Outcome<'a> {
 /// request is at the target.
 #[allow(clippy::manual_async_fn)] // see the comment above
 pub fn handle(
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
     ctx: Arc<ConnCtx>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
+    // Dot segments are resolved before routing, and the resolved path is
+    // what the target gets (RFC 3986 5.2.4, as NGINX does): `/web/../admin`
+    // must not pass a route for `/web/` and then be read by the target as
+    // `/admin`. Paths without them are left alone, at no cost.
+    if let Some(clean) = crate::headers::without_dot_segments(req.uri()) {
+        *req.uri_mut() = clean;
+    }
     async move {
         let started = Instant::now();
         let mark = ctx.state.begin();
