@@ -99,7 +99,7 @@ target_groups:
       host: x
       matcher: "200"
   - name: n
-    health_check: { protocol: none, path: /x }
+    health_check: { protocol: none, path: /x, interval: 5s }
   - name: p
     protocol: tcp
     health_check: { matcher: "200" }
@@ -129,6 +129,14 @@ target_groups:
         37,
         "target group \"n\": health_check path does not apply to a none check",
     );
+    // Nor timing: with the default timeout of 5s, `interval: 5s` used to
+    // be reported as a timeout not under the interval.
+    assert_error(
+        &text,
+        9,
+        47,
+        "target group \"n\": health_check interval does not apply to a none check",
+    );
     // A tcp group's checks default to tcp, so `matcher` does not apply there either.
     assert_error(
         &text,
@@ -136,7 +144,7 @@ target_groups:
         21,
         "target group \"p\": health_check matcher does not apply to a tcp check",
     );
-    assert_eq!(errors(&text).len(), 5);
+    assert_eq!(errors(&text).len(), 6);
 }
 
 #[test]

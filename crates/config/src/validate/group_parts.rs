@@ -70,6 +70,24 @@ pub(crate) fn health_check(
             );
         }
     }
+    if protocol == CheckProtocol::None {
+        // Nothing is probed: timing keys would only mislead (and the
+        // timeout-under-interval rule would complain about defaults).
+        let timing = [
+            ("port", raw.port.is_some()),
+            ("interval", raw.interval.is_some()),
+            ("timeout", raw.timeout.is_some()),
+            ("healthy_threshold", raw.healthy_threshold.is_some()),
+            ("unhealthy_threshold", raw.unhealthy_threshold.is_some()),
+        ];
+        for (key, _) in timing.iter().filter(|(_, given)| *given) {
+            ctx.error(
+                &format!("{p}.{key}"),
+                format!("{owner}: health_check {key} does not apply to a none check"),
+            );
+        }
+        return check;
+    }
 
     if let Some(path) = &raw.path {
         if !path.starts_with('/') {
