@@ -253,10 +253,14 @@ async fn ambiguous_or_missing_host_gets_400() {
     // RFC 9112 3.2: more than one Host, or none on HTTP/1.1, is a 400. A
     // balancer that routes on one Host while the upstream reads the other
     // can be steered past its routes.
-    let cases: [&[u8]; 3] = [
+    // Also when the request-target names the host (absolute-form): 3.2
+    // asks for exactly one Host of every HTTP/1.1 request.
+    let cases: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a.test\r\nhost: a.test\r\n\r\n",
         b"GET / HTTP/1.1\r\nX-No-Host: 1\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\nX-No-Host: 1\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
     ];
     for bytes in cases {
         let res = exchange(&lb, bytes).await;

@@ -212,12 +212,10 @@ pub fn handle(
     }
 }
 
-/// Exactly one Host header, or none on HTTP/1.0 (RFC 9112 3.2); any when
-/// the request-target names the host, as Host is then ignored (3.2.2).
+/// Exactly one Host header, or none on HTTP/1.0 (RFC 9112 3.2). Also for
+/// absolute-form requests: 3.2 asks it of every HTTP/1.1 request, even
+/// though the request-target's host is then the one used (3.2.2).
 fn host_is_unambiguous<B>(req: &Request<B>) -> bool {
-    if req.uri().authority().is_some() {
-        return true;
-    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), None) => true,
