@@ -463,3 +463,119 @@ async fn an_h2c_upgrade_is_answered_over_http_1_1_not_tunnelled() {
         "the target was offered the upgrade"
     );
 }
+
+/// Body bytes for the streaming tests: larger than every buffer on the way
+/// (the early-answer buffer and both sockets' queues), so that an exchange
+/// that wrote the whole request before reading would stall.
+const STREAMED: usize = 32 * 1024 * 1024;
+
+/// Writes a POST of `STREAMED` bytes (Content-Length) to the balancer from
+/// a task of its own, and reads the answer meanwhile: (head, body length).
+async fn post_streamed(lb: SocketAddr, path: &str) -> (String, usize) {
+    let s = TcpStream::connect(lb).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {STREAMED}\r\n\r\n");
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..STREAMED / block.len() {
+            wr.write_all(&block).await?;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    let deadline = Instant::now() + WAIT * 2;
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let (head, mut body_len, want) = loop {
+        if let Some(end) = find(&got, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let want = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("no content-length: {head}"));
+            break (head, got.len() - end - 4, want);
+        }
+        let n = tokio::time::timeout_at(deadline, rd.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no answer head; got {:?}", String::from_utf8_lossy(&got)))
+            .unwrap();
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&chunk[..n]);
+    };
+    while body_len < want {
+        let n = tokio::time::timeout_at(deadline, rd.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("body stalled at {body_len} of {want}"))
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        body_len += n;
+    }
+    writer.abort();
+    (head, body_len)
+}
+
+#[tokio::test]
+async fn an_upstream_that_echoes_as_it_reads_gets_the_whole_body_and_its_echo_flows_back() {
+    // Answers at once with the length it will echo, then echoes every byte
+    // as it arrives: both directions stream at the same time.
+    let up = raw_upstream(|mut s| async move {
+        let Some(early) = read_head(&mut s).await else {
+            return;
+        };
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {STREAMED}\r\n\r\n");
+        if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&early).await.is_err() {
+            return;
+        }
+        let mut left = STREAMED - early.len();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while left > 0 {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left = left.saturating_sub(n);
+                }
+            }
+        }
+    })
+    .await;
+    let lb = Cfg::new()
+        .listener("web", "- name: all\n  forward: { target_group: g }")
+        .group(Group::new("g", &[up]).with("timeouts: { request: 30s }"))
+        .start()
+        .await;
+    let (head, echoed) = post_streamed(lb.listen_addr(), "/echo").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(echoed, STREAMED);
+}
+
+#[tokio::test]
+async fn a_complete_answer_that_leaves_the_body_unread_is_passed_on_at_once() {
+    // Answers in full without reading the body, and keeps the connection.
+    let up = raw_upstream(|mut s| async move {
+        if read_head(&mut s).await.is_none() {
+            return;
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\naccepted")
+            .await;
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    })
+    .await;
+    let lb = Cfg::new()
+        .listener("web", "- name: all\n  forward: { target_group: g }")
+        .group(Group::new("g", &[up]).with("timeouts: { request: 30s }"))
+        .start()
+        .await;
+    let started = Instant::now();
+    let (head, body) = post_streamed(lb.listen_addr(), "/x").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, 8);
+    // Not held until the request timeout.
+    assert!(started.elapsed() < WAIT, "{:?}", started.elapsed());
+}

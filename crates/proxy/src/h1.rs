@@ -253,11 +253,13 @@ impl Conn {
             };
             // Write the rest while watching for an early answer. An upstream
             // refusing the body (an error status before it has all of it) is
-            // answered at once and the upload stopped; one that answers 2xx
-            // early and streams back while it reads (an echo, upload progress)
-            // gets the whole body, its answer buffered meanwhile up to
-            // EARLY_BUFFER (beyond that we only write, until the request
-            // timeout).
+            // answered at once and the upload stopped. One that answers 2xx
+            // early (an echo that streams back as it reads, or an answer that
+            // needs no more of the body) has its answer passed on at once,
+            // and the rest of the body goes out from the response body's
+            // polls ([`Upload`]): waiting for the whole upload first would
+            // deadlock an echo once both directions' buffers are full, and
+            // hold a finished answer until the request timeout.
             let mut early = false;
             let mut streaming_back = false;
             while !(sending.done && out.is_empty()) {
@@ -270,17 +272,18 @@ impl Conn {
                     biased;
                     r = rd.read_buf(&mut self.buf), if room => {
                         match r {
-                            Ok(0) if streaming_back => break,
                             Ok(0) => return Err(SendError::Failed("upstream closed the connection while the request was sent".into())),
-                            Err(_) if streaming_back => break,
                             Err(e) => return Err(SendError::Failed(e.to_string())),
                             Ok(_) => heard = true,
                         }
-                        if streaming_back || !skip_interim(&mut self.buf).map_err(SendError::Failed)? {
+                        if !skip_interim(&mut self.buf).map_err(SendError::Failed)? {
                             continue;
                         }
                         match parse_head(&self.buf).map_err(SendError::Failed)? {
-                            Some(h) if h.status.is_success() => streaming_back = true,
+                            Some(h) if h.status.is_success() => {
+                                streaming_back = true;
+                                break;
+                            }
                             // Not all of the head yet: its status decides.
                             None => {}
                             Some(_) => {
@@ -293,20 +296,23 @@ impl Conn {
                         match r {
                             Ok(()) => {}
                             Err(StepError::Client(e)) => return Err(SendError::Client(e)),
-                            // The upstream stopped reading but answers: its answer stands.
-                            Err(StepError::Upstream(_)) if streaming_back => {
-                                early = true;
-                                break;
-                            }
                             Err(StepError::Upstream(e)) => return Err(SendError::Failed(e)),
                         }
                     }
                 }
             }
-            let complete = !early && sending.complete;
+            // A connection whose upload goes on in the background is not
+            // reused (its end is not known here).
+            let uploading = streaming_back && !(sending.done && out.is_empty());
+            let complete = !early && !uploading && sending.complete;
             let connect = parts.method == Method::CONNECT;
             match self.read_head(head_request, complete, heard, connect).await {
-                Ok(resp) => Ok(resp.map(wrap)),
+                Ok(mut resp) => {
+                    if uploading {
+                        resp.body_mut().upload = Some(Box::new(Upload { sending, body, out }));
+                    }
+                    Ok(resp.map(wrap))
+                }
                 // Only the race: a close that follows the write at once, not a
                 // target failing while it works on the request.
                 Err(HeadError::Unanswered) if repeatable && written.elapsed() < RACE_WINDOW => Err(
@@ -421,6 +427,7 @@ impl Conn {
             conn: Some(self),
             state,
             keep_alive,
+            upload: None,
         });
         *resp.status_mut() = status;
         *resp.version_mut() = version;
@@ -482,6 +489,16 @@ impl Sending {
                 }
             }
         };
+        self.encode(frame, out)
+    }
+
+    /// Appends one frame of the client's body (or its end) to `out`, in the
+    /// request's framing.
+    fn encode<E: std::fmt::Display>(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, E>>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StepError> {
         match frame {
             None => {
                 match self.framing {
@@ -737,6 +754,16 @@ pub struct Body {
     state: BodyState,
     /// The exchange allows reuse once the body has been read to its end.
     keep_alive: bool,
+    /// The rest of a request body still going out after an early 2xx
+    /// answer, written as this body is polled.
+    upload: Option<Box<Upload>>,
+}
+
+/// A request body's remainder on its way out while the answer streams back.
+struct Upload {
+    sending: Sending,
+    body: RequestBody,
+    out: Vec<u8>,
 }
 
 /// Reads what the socket has through a stack buffer and appends it to
@@ -791,6 +818,44 @@ impl Body {
         Some(conn)
     }
 
+    /// Moves the upload on as far as it goes without waiting: writes what
+    /// is encoded, takes the client's next frames. Its wakers are set where
+    /// it stopped, so the task is polled again when either side can move.
+    /// The upstream no longer reading ends the upload (its answer stands);
+    /// a failing client body fails this response too.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let (Some(conn), Some(up)) = (self.conn.as_mut(), self.upload.as_mut()) else {
+            return Ok(());
+        };
+        let ended = loop {
+            if !up.out.is_empty() {
+                match tokio::io::AsyncWrite::poll_write(Pin::new(&mut conn.io), cx, &up.out) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        up.out.drain(..n);
+                        continue;
+                    }
+                    Poll::Ready(_) => break Ok(()),
+                    Poll::Pending => return Ok(()),
+                }
+            }
+            if up.sending.done {
+                break Ok(());
+            }
+            let frame = match Pin::new(&mut up.body).poll_frame(cx) {
+                Poll::Ready(f) => f,
+                Poll::Pending => return Ok(()),
+            };
+            match up.sending.encode(frame, &mut up.out) {
+                Ok(()) => {}
+                Err(StepError::Client(why)) => break Err(invalid(&why)),
+                Err(StepError::Upstream(_)) => break Ok(()),
+            }
+        };
+        self.upload = None;
+        self.keep_alive = false;
+        ended
+    }
+
     /// Whether the connection could be reused once the body is read.
     pub fn reusable(&self) -> bool {
         self.keep_alive
@@ -833,6 +898,11 @@ impl Body {
     }
 
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        if self.upload.is_some() {
+            if let Err(e) = self.poll_upload(cx) {
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
