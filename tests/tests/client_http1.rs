@@ -464,6 +464,16 @@ async fn an_h2c_upgrade_is_answered_over_http_1_1_not_tunnelled() {
     );
 }
 
+/// A balancer with one route to `up`, whose request timeout (30s) is far
+/// beyond what the streaming tests wait.
+async fn one_route_slow_timeout(up: SocketAddr) -> switchyard::Running {
+    Cfg::new()
+        .listener("web", "- name: all\n  forward: { target_group: g }")
+        .group(Group::new("g", &[up]).with("timeouts: { request: 30s }"))
+        .start()
+        .await
+}
+
 /// Body bytes for the streaming tests: larger than every buffer on the way
 /// (the early-answer buffer and both sockets' queues), so that an exchange
 /// that wrote the whole request before reading would stall.
@@ -544,11 +554,7 @@ async fn an_upstream_that_echoes_as_it_reads_gets_the_whole_body_and_its_echo_fl
         }
     })
     .await;
-    let lb = Cfg::new()
-        .listener("web", "- name: all\n  forward: { target_group: g }")
-        .group(Group::new("g", &[up]).with("timeouts: { request: 30s }"))
-        .start()
-        .await;
+    let lb = one_route_slow_timeout(up).await;
     let (head, echoed) = post_streamed(lb.listen_addr(), "/echo").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(echoed, STREAMED);
@@ -567,11 +573,7 @@ async fn a_complete_answer_that_leaves_the_body_unread_is_passed_on_at_once() {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
     })
     .await;
-    let lb = Cfg::new()
-        .listener("web", "- name: all\n  forward: { target_group: g }")
-        .group(Group::new("g", &[up]).with("timeouts: { request: 30s }"))
-        .start()
-        .await;
+    let lb = one_route_slow_timeout(up).await;
     let started = Instant::now();
     let (head, body) = post_streamed(lb.listen_addr(), "/x").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
