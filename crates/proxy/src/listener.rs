@@ -108,9 +108,18 @@ impl ListenerHandle {
 fn h2_builder() -> http2::Builder<TokioExecutor> {
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS);
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        // What a stream may queue towards a client that reads slower than
+        // its target answers. hyper's 400 KiB default made a connection's
+        // 256 streams of large downloads hold about 100 MiB (measured: 483
+        // MiB for 4 such connections); the connection window already caps
+        // what uploads can queue (1 MiB a connection).
+        .max_send_buf_size(H2_SEND_BUFFER);
     h2
 }
+
+/// Bytes one HTTP/2 stream may queue for its client (see `h2_builder`).
+const H2_SEND_BUFFER: usize = 64 * 1024;
 
 /// Serves one client connection until it ends: HTTP/2 when TLS
 /// negotiated `h2` or the client opens with the h2 preface, else
