@@ -144,3 +144,30 @@ async fn drain_delay_keeps_serving_new_connections_first() {
     assert!(started.elapsed() >= Duration::from_millis(2900));
     assert!(refused(addr).await, "still accepting after shutdown");
 }
+
+#[tokio::test]
+async fn a_request_head_begun_before_the_stop_is_answered_with_the_close() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = with_timeouts("timeouts: { header_read: 30s, idle: 60s }", &up).await;
+    let addr = lb.listen_addr();
+    let mut conn = RawConn::connect(addr).await;
+    conn.send(&raw_get("/first")).await;
+    assert_eq!(conn.response(WAIT).await.unwrap().status, 200);
+    // Half a head, then the stop: this connection is not idle.
+    conn.send(b"GET /second HTTP/1.1\r\nHost: t\r\n").await;
+    let shutdown = tokio::spawn(lb.shutdown());
+    eventually!(WAIT, refused(addr).await);
+    // The accept loop has ended and set the connections' stop; give this
+    // connection a moment to see it before its head goes on (nothing to
+    // wait on for that, and without it the test could pass by luck).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.send(b"\r\n").await;
+    let res = conn.response(WAIT).await.unwrap();
+    assert_eq!(res.status, 200, "{}", res.head);
+    assert_eq!(res.header("connection"), Some("close"), "{}", res.head);
+    conn.closed_within(WAIT).await.unwrap();
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown finished")
+        .unwrap();
+}

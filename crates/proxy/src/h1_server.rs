@@ -461,6 +461,26 @@ fn head_may_end(bytes: &[u8]) -> bool {
 
 /// Reads the next request head, parses it and sets the connection up for
 /// its body.
+/// At a stop: the request whose head has begun to arrive, read to its end,
+/// or `Gone` for an idle connection. The stop can wake this task before
+/// the I/O driver has seen bytes already in the socket, so the task first
+/// yields once (tokio runs deferred tasks after a driver turn) and then
+/// reads what is there without waiting.
+async fn begun_head<T>(link: &Link<T>) -> HeadRead
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::task::yield_now().await;
+    let head = read_head(link);
+    let mut head = std::pin::pin!(head);
+    let now = poll_fn(|cx| Poll::Ready(head.as_mut().poll(cx))).await;
+    match now {
+        Poll::Ready(h) => h,
+        Poll::Pending if lock(link).buf.is_empty() => HeadRead::Gone,
+        Poll::Pending => head.await,
+    }
+}
+
 async fn read_head<T>(link: &Link<T>) -> HeadRead
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -956,7 +976,13 @@ where
                     tokio::select! {
                         biased;
                         h = read_head(&link) => h,
-                        () = stop.as_mut() => HeadRead::Gone,
+                        // Idle: closed at once. A head already begun is read
+                        // to its end (header_read still bounds it) and
+                        // answered, with the close.
+                        () = stop.as_mut() => {
+                            stopping = true;
+                            begun_head(&link).await
+                        }
                     }
                 } {
                     HeadRead::Request(req, meta) => (req, meta),
