@@ -388,3 +388,80 @@ async fn demo_runs_without_files_and_splits_90_10() {
     let exit = p.exit().await;
     assert_eq!(exit.code(), Some(0), "{}", p.stderr_text());
 }
+
+/// Sends GETs back to back on one connection until an answer carries
+/// `Connection: close`: how many were answered, or what went wrong.
+async fn back_to_back(
+    addr: String,
+    total: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> Result<u32, String> {
+    let mut s = TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut served = 0u32;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while tokio::time::Instant::now() < deadline {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .map_err(|e| format!("send after {served}: {e}"))?;
+        // The answer is a fixed `ok`: its head and 2 bytes.
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                if buf.len() >= i + 4 + 2 {
+                    break i;
+                }
+            }
+            let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+                .await
+                .map_err(|_| format!("no answer after {served}"))?
+                .map_err(|e| format!("read after {served}: {e}"))?;
+            if n == 0 {
+                return Err(format!("closed unanswered after {served}"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        buf.drain(..end + 4 + 2);
+        served += 1;
+        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if head.contains("\r\nconnection: close") {
+            return Ok(served);
+        }
+    }
+    Err(format!("no close after {served}"))
+}
+
+#[tokio::test]
+async fn sigterm_answers_clients_sending_back_to_back_with_the_close() {
+    let dir = temp_dir("back-to-back");
+    let text = r#"admin: { bind: "127.0.0.1:0" }
+access_log: { enabled: false }
+listeners:
+  - name: web
+    bind: "127.0.0.1:0"
+    routes:
+      - name: all
+        fixed_response: { status: 200, body: "ok" }
+"#;
+    let path = write(&dir, "switchyard.yaml", text);
+    let mut p = Proc::spawn(&["run", "-c", &path.to_string_lossy()]);
+    let addr = p.listening("web").await;
+    // A stop that closed a connection between two of its requests would
+    // lose the next one: each client must end on an answer with the close.
+    let total = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(back_to_back(addr.clone(), std::sync::Arc::clone(&total))))
+        .collect();
+    // Every client under way before the stop.
+    eventually!(
+        WAIT,
+        total.load(std::sync::atomic::Ordering::Relaxed) >= 200
+    );
+    p.sigterm();
+    for c in clients {
+        let served = c.await.unwrap();
+        assert!(served.is_ok(), "{served:?}");
+    }
+    assert_eq!(p.exit().await.code(), Some(0), "{}", p.stderr_text());
+    let _ = std::fs::remove_dir_all(&dir);
+}
