@@ -254,17 +254,19 @@ impl Conn {
             // Write the rest while watching for an early answer. An upstream
             // refusing the body (an error status before it has all of it) is
             // answered at once and the upload stopped. One that answers 2xx
-            // early (an echo that streams back as it reads, or an answer that
-            // needs no more of the body) has its answer passed on at once,
-            // and the rest of the body goes out from the response body's
-            // polls ([`Upload`]): waiting for the whole upload first would
-            // deadlock an echo once both directions' buffers are full, and
-            // hold a finished answer until the request timeout.
+            // early with an answer still streaming (an echo that streams
+            // back as it reads) has its answer passed on at once, and the
+            // rest of the body goes out from the response body's polls
+            // ([`Upload`]): waiting for the whole upload first would
+            // deadlock an echo once both directions' buffers are full. A
+            // whole early 2xx answer waits for the upload (see
+            // `answer_whole`).
             let mut early = false;
             let mut streaming_back = false;
             while !(sending.done && out.is_empty()) {
                 let (mut rd, mut wr) = self.io.split();
-                let room = self.buf.len() < EARLY_BUFFER;
+                // A whole 2xx answer is here: only the upload goes on.
+                let room = self.buf.len() < EARLY_BUFFER && !streaming_back;
                 if room && self.buf.capacity() - self.buf.len() < 1024 {
                     self.buf.reserve(FIRST_READ);
                 }
@@ -282,7 +284,15 @@ impl Conn {
                         match parse_head(&self.buf).map_err(SendError::Failed)? {
                             Some(h) if h.status.is_success() => {
                                 streaming_back = true;
-                                break;
+                                // A whole answer (no body, or all of it
+                                // here) comes from a target that may still
+                                // read the rest, as Node's does after
+                                // `res.end()`: the upload is finished first,
+                                // as before. One still streaming (an echo)
+                                // goes to the client at once.
+                                if !answer_whole(&h, head_request, self.buf.len()) {
+                                    break;
+                                }
                             }
                             // Not all of the head yet: its status decides.
                             None => {}
@@ -296,6 +306,12 @@ impl Conn {
                         match r {
                             Ok(()) => {}
                             Err(StepError::Client(e)) => return Err(SendError::Client(e)),
+                            // The upstream stopped reading but has answered
+                            // in full: its answer stands.
+                            Err(StepError::Upstream(_)) if streaming_back => {
+                                early = true;
+                                break;
+                            }
                             Err(StepError::Upstream(e)) => return Err(SendError::Failed(e)),
                         }
                     }
@@ -303,7 +319,7 @@ impl Conn {
             }
             // A connection whose upload goes on in the background is not
             // reused (its end is not known here).
-            let uploading = streaming_back && !(sending.done && out.is_empty());
+            let uploading = streaming_back && !early && !(sending.done && out.is_empty());
             let complete = !early && !uploading && sending.complete;
             let connect = parts.method == Method::CONNECT;
             match self.read_head(head_request, complete, heard, connect).await {
@@ -663,6 +679,19 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
         headers,
         len,
     }))
+}
+
+/// Whether an early answer's head `h`, with `buffered` bytes read so far,
+/// is the whole answer: no body, or all of a known-length one.
+fn answer_whole(h: &Head, head_request: bool, buffered: usize) -> bool {
+    if head_request || h.status == StatusCode::NO_CONTENT || h.status == StatusCode::NOT_MODIFIED {
+        return true;
+    }
+    if h.headers.contains_key(TRANSFER_ENCODING) {
+        return false;
+    }
+    let here = buffered.saturating_sub(h.len) as u64;
+    matches!(content_length(&h.headers), Ok(Some(n)) if here >= n)
 }
 
 /// While a request body is still going out: drops complete interim (1xx)
