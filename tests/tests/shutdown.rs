@@ -171,3 +171,28 @@ async fn a_request_head_begun_before_the_stop_is_answered_with_the_close() {
         .expect("shutdown finished")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_fresh_connection_may_send_its_first_request_just_after_the_stop() {
+    let up = FakeUpstream::builder("up").start().await;
+    let lb = with_timeouts("timeouts: { header_read: 30s, idle: 60s }", &up).await;
+    let addr = lb.listen_addr();
+    let mut fresh = RawConn::connect(addr).await;
+    // Served alongside: the listener has accepted (and is serving) both.
+    let mut other = RawConn::connect(addr).await;
+    other.send(&raw_get("/")).await;
+    assert_eq!(other.response(WAIT).await.unwrap().status, 200);
+    let shutdown = tokio::spawn(lb.shutdown());
+    eventually!(WAIT, refused(addr).await);
+    // Well inside the 1s grace, after the connection has seen the stop
+    // (without the grace it would be closed by now).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fresh.send(&raw_get("/late")).await;
+    let res = fresh.response(WAIT).await.unwrap();
+    assert_eq!(res.status, 200, "{}", res.head);
+    assert_eq!(res.header("connection"), Some("close"), "{}", res.head);
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown finished")
+        .unwrap();
+}

@@ -463,7 +463,7 @@ fn head_may_end(bytes: &[u8]) -> bool {
 /// its body.
 /// How long a keep-alive connection with no request under way may still
 /// send one after a graceful stop (answered with `Connection: close`).
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// At a stop: the next request, if one comes within `STOP_GRACE` (or has
 /// begun to arrive: then read to its end, `header_read` still bounding

@@ -146,11 +146,18 @@ where
             Ok(Some(true))
         } else {
             // A client that connected and sent nothing must not hold up a
-            // graceful stop until its header_read timeout.
+            // graceful stop until its header_read timeout; it gets the
+            // stop's grace (as a keep-alive connection between requests)
+            // to send its first bytes.
             tokio::select! {
                 biased;
                 r = io.sniff_h2() => r,
-                () = stop.wait() => return,
+                () = stop.wait() => {
+                    match tokio::time::timeout(crate::h1_server::STOP_GRACE, io.sniff_h2()).await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    }
+                }
             }
         };
         let is_h2 = match sniffed {
