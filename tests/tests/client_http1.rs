@@ -438,26 +438,19 @@ async fn an_h2c_upgrade_is_answered_over_http_1_1_not_tunnelled() {
     // What `curl --http2 http://...` sends. Tunnelled, every later request
     // on this connection would bypass routing; it is served as HTTP/1.1.
     let mut conn = RawConn::connect(lb.listen_addr()).await;
-    conn.send(
-        b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
-          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
-    )
-    .await;
-    let res = conn.response(WAIT).await.unwrap();
-    assert_eq!(
-        (res.status, res.body_text().as_str()),
-        (200, "ok"),
-        "{}",
-        res.head
-    );
-    conn.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let res = conn.response(WAIT).await.unwrap();
-    assert_eq!(
-        (res.status, res.body_text().as_str()),
-        (200, "ok"),
-        "{}",
-        res.head
-    );
+    let offer: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+    // The offer, then a plain request on the same (still HTTP/1.1) connection.
+    for request in [offer, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"] {
+        conn.send(request).await;
+        let res = conn.response(WAIT).await.unwrap();
+        assert_eq!(
+            (res.status, res.body_text().as_str()),
+            (200, "ok"),
+            "{}",
+            res.head
+        );
+    }
     assert!(
         upgrades.lock().unwrap().is_empty(),
         "the target was offered the upgrade"

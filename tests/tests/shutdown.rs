@@ -30,6 +30,18 @@ async fn with_timeouts(timeouts: &str, up: &FakeUpstream) -> switchyard::Running
         .await
 }
 
+/// Starts the graceful stop and returns once its connections have had a
+/// moment to see it: the accept loop has ended (it sets their stop then),
+/// plus 200 ms, well inside the 1 s grace. Nothing signals that a
+/// connection has seen the stop; without the pause the tests of what
+/// comes after it could pass by luck.
+async fn stop_seen(lb: switchyard::Running, addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let shutdown = tokio::spawn(lb.shutdown());
+    eventually!(WAIT, refused(addr).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shutdown
+}
+
 async fn readyz(url: &str) -> Option<u16> {
     get(url).await.ok().map(|r| r.status)
 }
@@ -155,12 +167,7 @@ async fn a_request_head_begun_before_the_stop_is_answered_with_the_close() {
     assert_eq!(conn.response(WAIT).await.unwrap().status, 200);
     // Half a head, then the stop: this connection is not idle.
     conn.send(b"GET /second HTTP/1.1\r\nHost: t\r\n").await;
-    let shutdown = tokio::spawn(lb.shutdown());
-    eventually!(WAIT, refused(addr).await);
-    // The accept loop has ended and set the connections' stop; give this
-    // connection a moment to see it before its head goes on (nothing to
-    // wait on for that, and without it the test could pass by luck).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shutdown = stop_seen(lb, addr).await;
     conn.send(b"\r\n").await;
     let res = conn.response(WAIT).await.unwrap();
     assert_eq!(res.status, 200, "{}", res.head);
@@ -182,11 +189,7 @@ async fn a_fresh_connection_may_send_its_first_request_just_after_the_stop() {
     let mut other = RawConn::connect(addr).await;
     other.send(&raw_get("/")).await;
     assert_eq!(other.response(WAIT).await.unwrap().status, 200);
-    let shutdown = tokio::spawn(lb.shutdown());
-    eventually!(WAIT, refused(addr).await);
-    // Well inside the 1s grace, after the connection has seen the stop
-    // (without the grace it would be closed by now).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shutdown = stop_seen(lb, addr).await;
     fresh.send(&raw_get("/late")).await;
     let res = fresh.response(WAIT).await.unwrap();
     assert_eq!(res.status, 200, "{}", res.head);

@@ -40,6 +40,24 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl ConfigError {
+    /// An error found after loading (a certificate, a bind), placed at the
+    /// key or list item at `path` (`listeners.0.bind`) when `source` maps
+    /// the file, or at the closest recorded ancestor.
+    pub fn at(
+        origin: &str,
+        source: Option<&crate::SourceMap>,
+        path: &str,
+        message: String,
+    ) -> ConfigError {
+        ConfigError {
+            origin: origin.to_owned(),
+            location: source.and_then(|s| s.find_nearest(path)),
+            message,
+        }
+    }
+}
+
 impl std::error::Error for ConfigError {}
 
 /// Everything wrong with a file: validation collects all problems rather

@@ -117,11 +117,12 @@ async fn bind_missing(
     for (i, l) in config.listeners.iter().enumerate() {
         // Placed at the listener's `bind` in the file, as config errors are.
         let located = |message: String| {
-            switchyard_config::ConfigError {
-                origin: origin.to_owned(),
-                location: source.and_then(|s| s.find_nearest(&format!("listeners.{i}.bind"))),
+            switchyard_config::ConfigError::at(
+                origin,
+                source,
+                &format!("listeners.{i}.bind"),
                 message,
-            }
+            )
             .to_string()
         };
         let kept = running.iter().any(|name| {

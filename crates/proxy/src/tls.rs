@@ -98,12 +98,7 @@ impl TlsProblem {
     /// As config errors print: `{origin}:{line}:{col}: {message}`, the
     /// position from `source` when there is one.
     pub fn located(&self, origin: &str, source: Option<&SourceMap>) -> String {
-        ConfigError {
-            origin: origin.to_owned(),
-            location: source.and_then(|s| s.find_nearest(&self.at)),
-            message: self.message.clone(),
-        }
-        .to_string()
+        ConfigError::at(origin, source, &self.at, self.message.clone()).to_string()
     }
 }
 

@@ -52,40 +52,45 @@ pub(crate) fn health_check(
         return check;
     };
 
-    if protocol != CheckProtocol::Http {
-        let kind = if protocol == CheckProtocol::Tcp {
-            "tcp"
-        } else {
-            "none"
-        };
-        let http_only = [
-            ("path", raw.path.is_some()),
-            ("host", raw.host.is_some()),
-            ("matcher", raw.matcher.is_some()),
-        ];
-        for (key, _) in http_only.iter().filter(|(_, given)| *given) {
-            ctx.error(
-                &format!("{p}.{key}"),
-                format!("{owner}: health_check {key} does not apply to a {kind} check"),
-            );
-        }
+    // Keys that do not apply where they stand: http ones to tcp and none
+    // checks; to a none check (nothing is probed) the timing ones too,
+    // which would only mislead (and the timeout-under-interval rule would
+    // complain about defaults).
+    let kind = match protocol {
+        CheckProtocol::Http => "http",
+        CheckProtocol::Tcp => "tcp",
+        CheckProtocol::None => "none",
+    };
+    // (key, given, whether only an http check uses it)
+    let keys = [
+        ("path", raw.path.is_some(), true),
+        ("host", raw.host.is_some(), true),
+        ("matcher", raw.matcher.is_some(), true),
+        ("port", raw.port.is_some(), false),
+        ("interval", raw.interval.is_some(), false),
+        ("timeout", raw.timeout.is_some(), false),
+        ("healthy_threshold", raw.healthy_threshold.is_some(), false),
+        (
+            "unhealthy_threshold",
+            raw.unhealthy_threshold.is_some(),
+            false,
+        ),
+    ];
+    let not_applying = keys.iter().filter(|(_, given, http_only)| {
+        *given
+            && match protocol {
+                CheckProtocol::Http => false,
+                CheckProtocol::Tcp => *http_only,
+                CheckProtocol::None => true,
+            }
+    });
+    for (key, _, _) in not_applying {
+        ctx.error(
+            &format!("{p}.{key}"),
+            format!("{owner}: health_check {key} does not apply to a {kind} check"),
+        );
     }
     if protocol == CheckProtocol::None {
-        // Nothing is probed: timing keys would only mislead (and the
-        // timeout-under-interval rule would complain about defaults).
-        let timing = [
-            ("port", raw.port.is_some()),
-            ("interval", raw.interval.is_some()),
-            ("timeout", raw.timeout.is_some()),
-            ("healthy_threshold", raw.healthy_threshold.is_some()),
-            ("unhealthy_threshold", raw.unhealthy_threshold.is_some()),
-        ];
-        for (key, _) in timing.iter().filter(|(_, given)| *given) {
-            ctx.error(
-                &format!("{p}.{key}"),
-                format!("{owner}: health_check {key} does not apply to a none check"),
-            );
-        }
         return check;
     }
 
