@@ -589,3 +589,66 @@ async fn a_whole_early_answer_still_gets_the_whole_body_to_the_target() {
     let got = tokio::time::timeout(WAIT, rx.recv()).await.unwrap();
     assert_eq!(got, Some(STREAMED), "the target's share of the body");
 }
+
+#[tokio::test]
+async fn an_early_answer_may_pause_while_its_target_reads_a_slow_upload() {
+    // The head at once, the body only once the whole upload is in. The
+    // upload comes in pieces 200 ms apart, 1.6 s in all: the response waits
+    // more than the 500 ms request timeout, but the target never stops
+    // reading for that long, so it is not stalled.
+    const PIECE: usize = 1024;
+    const PIECES: usize = 8;
+    let up = raw_upstream(|mut s| async move {
+        let Some(early) = read_head(&mut s).await else {
+            return;
+        };
+        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut got = early.len();
+        let mut chunk = vec![0u8; 16 * 1024];
+        while got < PIECE * PIECES {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+        let _ = s.write_all(b"done").await;
+    })
+    .await;
+    let lb = Cfg::new()
+        .listener("web", "- name: all\n  forward: { target_group: g }")
+        .group(Group::new("g", &[up]).with("timeouts: { request: 500ms }"))
+        .start()
+        .await;
+    let mut s = TcpStream::connect(lb.listen_addr()).await.unwrap();
+    let head = format!(
+        "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        PIECE * PIECES
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..PIECES {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        s.write_all(&[b'u'; PIECE]).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    while !got.ends_with(b"done") {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            other => panic!(
+                "no whole answer ({other:?}); got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}

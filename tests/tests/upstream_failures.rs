@@ -329,6 +329,13 @@ async fn a_get_with_a_body_is_not_re_sent_after_an_answer() {
 /// A broken upstream: reads each request head, writes `reply` as is, and
 /// closes the connection.
 async fn raw_upstream(reply: &'static [u8]) -> SocketAddr {
+    scripted_upstream(vec![(0, reply)], Duration::ZERO).await
+}
+
+/// An upstream that reads each request head, then writes each part after
+/// waiting its milliseconds, then holds the connection open for `hold`
+/// (silent, not reading) before closing it.
+async fn scripted_upstream(parts: Vec<(u64, &'static [u8])>, hold: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("bind: {e}"));
@@ -337,6 +344,7 @@ async fn raw_upstream(reply: &'static [u8]) -> SocketAddr {
         .unwrap_or_else(|e| panic!("local_addr: {e}"));
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let parts = parts.clone();
             tokio::spawn(async move {
                 let (mut buf, mut head) = ([0u8; 4096], Vec::new());
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -345,7 +353,13 @@ async fn raw_upstream(reply: &'static [u8]) -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = stream.write_all(reply).await;
+                for (wait, part) in parts {
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    if stream.write_all(part).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(hold).await;
                 let _ = stream.shutdown().await;
             });
         }
@@ -381,4 +395,83 @@ async fn a_truncated_upstream_body_is_not_passed_off_as_complete() {
             "truncated body delivered as complete: {res:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_target_silent_in_the_middle_of_a_body_is_cut_after_the_request_timeout() {
+    // The head and a tenth of the body, then silence with the connection
+    // held open for 60 s.
+    let stalled = scripted_upstream(
+        vec![(
+            0,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+        )],
+        Duration::from_secs(60),
+    )
+    .await;
+    let lb = Cfg::new()
+        .listener("web", &forward_to("g"))
+        .group(Group::new("g", &[stalled]).with("timeouts: { request: 500ms }"))
+        .start()
+        .await;
+    // HTTP/1.1: the client gets what came and then a close.
+    let started = Instant::now();
+    let got = switchyard_testkit::raw_exchange(
+        lb.listen_addr(),
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(20),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(got.starts_with("HTTP/1.1 200"), "got {got:?}");
+    assert!(got.ends_with("only ten b"), "got {got:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the client was held {took:?} by a silent target"
+    );
+    assert!(
+        took >= Duration::from_millis(450),
+        "cut too early: {took:?}"
+    );
+    // HTTP/2: the stream fails rather than hanging.
+    let h2 = TestClient::h2c().with_timeout(Duration::from_secs(20));
+    let started = Instant::now();
+    let res = h2.get(&lb.url("/")).await;
+    assert!(res.is_err(), "a cut body delivered as complete: {res:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_body_that_keeps_coming_is_not_cut_however_long_it_takes() {
+    // Seven chunks 300 ms apart: 2.1 s in all, four times the request
+    // timeout, but no gap as long as it.
+    const CHUNK: &[u8] = b"5\r\nhello\r\n";
+    let slow = scripted_upstream(
+        vec![
+            (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            (300, CHUNK),
+            (300, CHUNK),
+            (300, CHUNK),
+            (300, CHUNK),
+            (300, CHUNK),
+            (300, CHUNK),
+            (300, b"0\r\n\r\n"),
+        ],
+        Duration::ZERO,
+    )
+    .await;
+    let lb = Cfg::new()
+        .listener("web", &forward_to("g"))
+        .group(Group::new("g", &[slow]).with("timeouts: { request: 500ms }"))
+        .start()
+        .await;
+    let res = TestClient::new()
+        .with_timeout(Duration::from_secs(20))
+        .get(&lb.url("/"))
+        .await
+        .unwrap_or_else(|e| panic!("GET: {e}"));
+    assert_eq!(
+        (res.status, res.body.as_str()),
+        (200, "hello".repeat(6).as_str())
+    );
 }

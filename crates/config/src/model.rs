@@ -358,7 +358,8 @@ pub struct RetryOn {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupTimeouts {
     pub connect: Duration,
-    /// Until the upstream's response head arrives; then 504.
+    /// Until the upstream's response head arrives; then 504. Also the
+    /// longest a response body may wait for the upstream's next bytes.
     pub request: Duration,
     /// Idle pooled upstream connections are closed after this.
     pub idle: Duration,

@@ -1,13 +1,15 @@
 //! Body types: one enum for everything we send, so no per-response boxing.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use switchyard_routing::InFlight;
+use tokio::time::{Instant, Sleep};
 
 use crate::guard::RequestMark;
 use crate::pool::{self, Sender, UpBody};
@@ -28,14 +30,30 @@ pub enum ProxyBody {
 /// client goes away first, the rest is read in the background (bounded,
 /// see `pool::linger`) so that the connection can still be pooled. The
 /// target's and the client connection's in-flight marks end with it.
+///
+/// A target that stops sending in the middle of a body (and, after an
+/// early answer, stops reading the upload) would otherwise hold the client
+/// and the in-flight marks for ever: as NGINX's `proxy_read_timeout`, the
+/// body fails once it has waited `timeouts.request` for its next bytes.
+/// Only time spent waiting on the target counts; a client that reads
+/// slowly does not poll us, so its pauses never start the clock.
 pub struct UpstreamBody {
     /// `None` only once handed to `linger` on drop.
     body: Option<UpBody>,
     in_flight: InFlight,
     _mark: RequestMark,
     done: bool,
-    /// How long an abandoned body may take to finish in the background.
+    /// How long an abandoned body may take to finish in the background,
+    /// and how long it may wait for its next bytes.
     linger: Duration,
+    /// When the current wait for the target began (`None`: not waiting).
+    waiting_since: Option<Instant>,
+    /// Made on the first wait only: a body that arrives with its head, as
+    /// small ones do, costs no timer. Its deadline may lag behind the
+    /// current wait's; it is moved on when it fires, not on every wait.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// The target went silent: the connection is dropped, not lingered on.
+    stalled: bool,
 }
 
 impl UpstreamBody {
@@ -46,6 +64,9 @@ impl UpstreamBody {
             _mark: mark,
             done: false,
             linger,
+            waiting_since: None,
+            stall: None,
+            stalled: false,
         };
         up.done = up.is_end_stream();
         up
@@ -56,6 +77,23 @@ impl UpstreamBody {
             Some(UpBody::H1(b)) => b.is_end_stream(),
             Some(UpBody::H2(b)) => b.is_end_stream(),
             None => true,
+        }
+    }
+
+    /// Called while the body waits on the target: ready once that wait
+    /// has lasted `linger`.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        let deadline = since + self.linger;
+        let sleep = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(deadline);
         }
     }
 
@@ -74,6 +112,8 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if self.done {
             self.finish();
+        } else if self.stalled {
+            // Dropped with `body`: the connection closes.
         } else if let Some(UpBody::H1(body)) = self.body.take() {
             let target = Arc::clone(self.in_flight.target());
             pool::linger(target, None, Some(body), self.linger);
@@ -112,7 +152,27 @@ impl Body for ProxyBody {
                 match &polled {
                     Poll::Ready(None) => up.finish(),
                     Poll::Ready(Some(Ok(_))) if up.is_end_stream() => up.finish(),
+                    Poll::Pending => {
+                        if let Some(UpBody::H1(b)) = up.body.as_mut() {
+                            if b.take_upload_progress() {
+                                up.waiting_since = None;
+                            }
+                        }
+                        ready!(up.poll_stalled(cx));
+                        up.stalled = true;
+                        tracing::warn!(
+                            target = %up.in_flight.target().label(),
+                            after = ?up.linger,
+                            "target sent nothing for timeouts.request in the middle of a response body; cut"
+                        );
+                        return Poll::Ready(Some(Err(BodyError::from(
+                            "target stalled in the middle of the response body",
+                        ))));
+                    }
                     _ => {}
+                }
+                if polled.is_ready() {
+                    up.waiting_since = None;
                 }
                 polled
             }
