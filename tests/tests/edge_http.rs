@@ -55,6 +55,11 @@ async fn h2c_to_targets_multiplexes_on_one_connection() {
     let seen = up.last_request().expect("a request");
     assert_eq!(seen.version, http::Version::HTTP_2);
     assert_eq!(seen.uri, "/x?y=1");
+    // The client's Host goes as `:authority` alone: NGINX answers 400 to a
+    // request with both ("duplicate host header").
+    let lb_addr = lb.addr("web").unwrap().to_string();
+    assert_eq!(seen.authority.as_deref(), Some(lb_addr.as_str()));
+    assert_eq!(seen.header("host"), None);
     assert!(
         up.connections() <= 2,
         "h2c should share one connection, saw {}",
@@ -319,4 +324,120 @@ async fn grpc_over_h2_passes_trailers_and_te_through() {
     assert_eq!(trailers["grpc-message"], "ok");
     assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
     lb.shutdown().await;
+}
+
+/// A target that reads a request head, says so, and then reads nothing
+/// more, holding the connection for 30 s.
+async fn never_reads() -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = tx.send(()).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn an_upload_to_a_target_that_stopped_reading_does_not_stall_the_other_streams() {
+    // One stream uploads 32 MiB to a target that reads none of it: what
+    // the sockets on the way cannot hold waits in the balancer. The other
+    // streams of the same client connection must still get their bodies
+    // through (HTTP/2 flow control: one stream must not take the whole
+    // connection's window).
+    let (stuck, mut heard) = never_reads().await;
+    let echo = FakeUpstream::builder("echo").start().await;
+    let groups = format!(
+        "  - name: stuck\n    health_check: {{ protocol: none }}\n    timeouts: {{ request: 30s }}\n    targets: [ {{ address: \"{stuck}\" }} ]\n\
+         \x20 - name: echo\n    health_check: {{ protocol: none }}\n    targets: [ {{ address: \"{}\" }} ]\n",
+        echo.addr()
+    );
+    let routes = "      - name: stuck\n        match: { path_prefix: /stuck }\n        forward: { target_group: stuck }\n\
+                  \x20     - name: echo\n        forward: { target_group: echo }\n";
+    let lb = start_balancer(&yaml(&groups, routes)).await;
+    let base = format!("http://{}", lb.addr("web").unwrap());
+    let client = TestClient::h2c().with_timeout(Duration::from_secs(40));
+    let upload = {
+        let (client, url) = (client.clone(), format!("{base}/stuck"));
+        tokio::spawn(async move {
+            client
+                .request("POST", &url, &[], vec![b's'; 32 << 20])
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .expect("the stuck target never got its request");
+    // Several uploads on the same connection, one after another.
+    let quick = client.clone().with_timeout(Duration::from_secs(10));
+    for i in 0..4 {
+        let body = vec![b'0' + i as u8; 256 * 1024];
+        let res = quick
+            .request("POST", &format!("{base}/echo"), &[], body.clone())
+            .await
+            .unwrap_or_else(|e| panic!("upload {i} beside the stuck one: {e}"));
+        assert_eq!(res.status, 200);
+        assert_eq!(res.body.len(), body.len(), "upload {i}");
+    }
+    upload.abort();
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_do_not_stall_others_on_a_shared_h2c_target_connection() {
+    // Every client of an http2 group shares one connection to the target.
+    // Three clients ask for 32 MiB each and read none of it: what their
+    // sockets cannot hold waits in the balancer. Other clients' answers on
+    // the same target connection must still come (one stream must not
+    // take the connection's whole window).
+    let up = FakeUpstream::builder("h2")
+        .body_size(32 << 20)
+        .start()
+        .await;
+    let groups = format!(
+        "  - name: g\n    protocol: http2\n    health_check: {{ protocol: none }}\n    targets: [ {{ address: \"{}\" }} ]\n",
+        up.addr()
+    );
+    let routes = "      - name: all\n        forward: { target_group: g }\n";
+    let lb = start_balancer(&yaml(&groups, routes)).await;
+    let addr = lb.addr("web").unwrap();
+    let mut idle_readers = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        // Only the first bytes: the head has come, the body is flowing.
+        let mut first = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut first))
+            .await
+            .expect("no answer to a big GET")
+            .unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        idle_readers.push(s);
+    }
+    let quick = TestClient::new().with_timeout(Duration::from_secs(5));
+    for i in 0..5 {
+        let res = quick
+            .get(&format!("http://{addr}/headers"))
+            .await
+            .unwrap_or_else(|e| panic!("request {i} beside the stalled readers: {e}"));
+        // A small answer (a JSON object of the request's headers).
+        assert_eq!(res.status, 200);
+        assert!(res.body.starts_with('{'), "request {i}");
+    }
+    drop(idle_readers);
 }

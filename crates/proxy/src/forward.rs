@@ -154,12 +154,20 @@ fn send(
 }
 
 /// Shapes a request for the group's upstream protocol: HTTP/1.1 keeps
-/// origin-form; h2c needs the authority (the client's Host) and scheme in
-/// the URI, and `te: trailers` back (gRPC requires it; it was stripped as
-/// hop-by-hop).
+/// origin-form with Host; h2c carries the authority (the client's Host) as
+/// `:authority` instead of Host, and `te: trailers` back (gRPC requires it;
+/// it was stripped as hop-by-hop).
 fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool) {
     if !h2 {
         *req.version_mut() = Version::HTTP_11;
+        // Shaped for h2c before (a request handed back unsent): Host again.
+        if let Some(a) = req.uri().authority() {
+            if !req.headers().contains_key(http::header::HOST) {
+                if let Ok(v) = http::HeaderValue::from_str(a.as_str()) {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
+            }
+        }
         return;
     }
     *req.version_mut() = Version::HTTP_2;
@@ -177,6 +185,9 @@ fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool) {
         }
         if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
+            // RFC 9113 8.3.1: `:authority` rather than Host. NGINX answers
+            // 400 ("duplicate host header") to a request with both.
+            req.headers_mut().remove(http::header::HOST);
         }
     }
     if te_trailers {

@@ -85,6 +85,9 @@ impl Sender {
 /// request buys an exchange that can outlive its client, see `linger`).
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<UpBody>, SendError>> + Send>>;
 
+/// The largest flow-control window HTTP/2 allows (RFC 9113 6.9.1).
+const H2_MAX_WINDOW: u32 = (1 << 31) - 1;
+
 /// Body bytes of an abandoned response read to keep its connection; a
 /// longer body closes the connection instead (cheaper than reading it).
 const LINGER_BYTES: usize = 64 * 1024;
@@ -482,6 +485,15 @@ pub async fn connect(
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(20))
+            // Every client of the target shares this connection. A client
+            // that stops reading leaves its stream's data waiting here and
+            // holding the connection's window; with hyper's default (2 MiB
+            // a stream, 5 MiB the connection) three such clients stalled
+            // every answer to every other client. So each stream may hold
+            // only its own window, and the connection's is as large as h2
+            // allows: what waits is bounded per stalled client.
+            .initial_stream_window_size(crate::listener::H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_MAX_WINDOW)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;

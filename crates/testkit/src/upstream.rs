@@ -43,6 +43,9 @@ pub struct RecordedRequest {
     pub method: Method,
     /// Path and query as sent, e.g. `/api/x?y=1` (`/` if the request had none).
     pub uri: String,
+    /// The request target's authority: HTTP/2's `:authority`, or an
+    /// absolute-form HTTP/1.1 target's host.
+    pub authority: Option<String>,
     /// HTTP version the request arrived with (HTTP/1.x, or HTTP/2 for h2c).
     pub version: Version,
     /// Request headers, names lower-case. On HTTP/2 the authority is in the

@@ -131,6 +131,7 @@ async fn read(req: Request<Incoming>) -> RecordedRequest {
     };
     RecordedRequest {
         method: parts.method,
+        authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
         uri: parts
             .uri
             .path_and_query()
