@@ -359,3 +359,70 @@ async fn health_metrics_are_exported() {
     );
     r.shutdown().await;
 }
+
+/// A target that speaks h2c only (as gRPC servers and NGINX's cleartext
+/// `http2` listeners do), answering `/health` with the status in `status`
+/// and recording each check's `:authority`.
+async fn h2_only_target(
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    authorities: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> SocketAddr {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (status, authorities) = (status.clone(), authorities.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let code = status.load(std::sync::atomic::Ordering::SeqCst);
+                    if let Some(a) = req.uri().authority() {
+                        authorities
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(a.to_string());
+                    }
+                    async move {
+                        let mut resp = hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from("h2"),
+                        ));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(code).expect("a status");
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn checks_of_an_http2_group_speak_h2c_to_targets_that_speak_nothing_else() {
+    let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let authorities = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a = h2_only_target(status.clone(), authorities.clone()).await;
+    let extra = format!("    protocol: http2\n{FAST_CHECKS}");
+    let r = start_balancer(&config(&[a], &extra, "")).await;
+    wait_state(&r, a, "healthy", Duration::from_secs(5)).await;
+    let res = kit::get(&url(&r, "/")).await.expect("request");
+    assert_eq!((res.status, res.body.as_str()), (200, "h2"));
+    status.store(503, std::sync::atomic::Ordering::SeqCst);
+    wait_state(&r, a, "unhealthy", Duration::from_millis(500) + SLACK).await;
+    let (_, _, last) = state_of(&r, a).await;
+    assert_eq!(last["detail"], "503", "{last}");
+    status.store(200, std::sync::atomic::Ordering::SeqCst);
+    wait_state(&r, a, "healthy", Duration::from_millis(400) + SLACK).await;
+    // The check's Host (by default the target's address) is its authority.
+    let seen = authorities
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    assert!(seen.iter().any(|x| *x == a.to_string()), "{seen:?}");
+    r.shutdown().await;
+}

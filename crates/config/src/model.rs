@@ -301,6 +301,10 @@ pub enum CheckProtocol {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheck {
     pub protocol: CheckProtocol,
+    /// An `http` check goes as h2c (prior knowledge): the group speaks
+    /// HTTP/2 to its targets (`protocol: http2`), which may speak nothing
+    /// else (gRPC servers, NGINX's cleartext `http2` listeners).
+    pub h2c: bool,
     pub path: String,
     pub port: Option<u16>,
     pub host: Option<String>,

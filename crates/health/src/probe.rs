@@ -1,14 +1,20 @@
-//! One active check: a TCP connect, or a minimal HTTP/1.1 GET.
+//! One active check: a TCP connect, or a minimal HTTP/1.1 GET, or an h2c
+//! GET for targets of `protocol: http2` groups.
 //!
-//! Deliberately not the data plane's client or pool: a check opens its own
-//! connection each time (as ALB does), so it proves the target accepts new
-//! connections, and it never counts as traffic. The HTTP exchange is a few
-//! lines of hand-written protocol: we only need the status code, and at
-//! thousands of checks a second a full client would cost more than the
-//! checks themselves.
+//! Deliberately not the data plane's client or pool: a check has its own
+//! connection, so it never counts as traffic and never waits behind it.
+//! The HTTP/1.1 exchange is a few lines of hand-written protocol: we only
+//! need the status code, and at thousands of checks a second a full client
+//! would cost more than the checks themselves. h2c is hyper's client: the
+//! protocol is too much to write for checks alone.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::client::conn::http2;
+use hyper::Uri;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use switchyard_config::{Address, CheckProtocol, HealthCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -63,9 +69,25 @@ const MAX_KEEP_BODY: usize = 64 * 1024;
 #[derive(Default)]
 pub struct Prober {
     conn: Option<TcpStream>,
+    /// The kept h2c connection (checks of `protocol: http2` groups).
+    h2: Option<H2Conn>,
     request: Vec<u8>,
+    /// The h2c request's URI: its authority is the check's Host.
+    uri: Option<Uri>,
     /// (path, host override, port) the request bytes were built for.
     built_for: Option<(String, Option<String>, u16)>,
+}
+
+/// An h2c connection and the task that drives it, which ends with it.
+struct H2Conn {
+    sender: http2::SendRequest<Empty<Bytes>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for H2Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Prober {
@@ -81,6 +103,7 @@ impl Prober {
             Err(_) => {
                 // Whatever the connection was doing, it is not reusable.
                 self.conn = None;
+                self.h2 = None;
                 Outcome::Timeout
             }
         }
@@ -94,6 +117,12 @@ impl Prober {
             };
         }
         self.build_request(spec, target, port);
+        if spec.h2c {
+            // A reload may switch the group's protocol: only one kind kept.
+            self.conn = None;
+            return self.h2c(spec, target, port).await;
+        }
+        self.h2 = None;
         // A kept connection first; if it fails before any answer, one
         // fresh connection.
         if let Some(conn) = self.conn.take() {
@@ -133,9 +162,54 @@ impl Prober {
             spec.path
         )
         .into_bytes();
+        self.uri = format!("http://{host}{}", spec.path).parse().ok();
         self.built_for = Some((spec.path.clone(), spec.host.clone(), port));
         // A different request may go to a different place: start afresh.
         self.conn = None;
+        self.h2 = None;
+    }
+
+    /// The check over h2c: on the kept connection if it still takes
+    /// requests, else on a new one.
+    async fn h2c(&mut self, spec: &HealthCheck, target: &Address, port: u16) -> Outcome {
+        let Some(uri) = self.uri.clone() else {
+            return Outcome::Error("check host and path do not form a valid URI".into());
+        };
+        if let Some(mut conn) = self.h2.take() {
+            if conn.sender.ready().await.is_ok() {
+                if let Ok(status) = h2_get(&mut conn.sender, uri.clone()).await {
+                    self.h2 = Some(conn);
+                    return judge(spec, status);
+                }
+            }
+        }
+        let stream = match TcpStream::connect((target.host.as_str(), port)).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::Error(e.to_string()),
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = match http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+        {
+            Ok(pair) => pair,
+            Err(e) => return Outcome::Error(format!("HTTP/2 handshake: {e}")),
+        };
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let conn = H2Conn {
+            sender: sender.clone(),
+            task,
+        };
+        match h2_get(&mut sender, uri).await {
+            Ok(status) => {
+                self.h2 = Some(conn);
+                judge(spec, status)
+            }
+            Err(e) => Outcome::Error(format!("HTTP/2: {e}")),
+        }
     }
 
     async fn http_on(&mut self, mut stream: TcpStream, spec: &HealthCheck) -> Attempt {
@@ -165,11 +239,7 @@ impl Prober {
             Some(Ok(c)) => c,
             _ => return Attempt::Done(Outcome::Error("not an HTTP response".into())),
         };
-        let outcome = if spec.matcher.matches(code) {
-            Outcome::Pass(code.to_string())
-        } else {
-            Outcome::Fail(code.to_string())
-        };
+        let outcome = judge(spec, code);
         // Keep the connection only when the body's end is certain.
         if let Some(len) = reusable_body_len(&buf[..head_end], code) {
             let mut have = buf.len() - head_end;
@@ -185,6 +255,31 @@ impl Prober {
         }
         Attempt::Done(outcome)
     }
+}
+
+/// Pass or fail by the check's matcher.
+fn judge(spec: &HealthCheck, code: u16) -> Outcome {
+    if spec.matcher.matches(code) {
+        Outcome::Pass(code.to_string())
+    } else {
+        Outcome::Fail(code.to_string())
+    }
+}
+
+/// One GET over h2c; the status. The body is not read: dropping the
+/// response resets the stream, and the connection stays.
+async fn h2_get(
+    sender: &mut http2::SendRequest<Empty<Bytes>>,
+    uri: Uri,
+) -> Result<u16, hyper::Error> {
+    let mut req = hyper::Request::new(Empty::new());
+    *req.uri_mut() = uri;
+    req.headers_mut().insert(
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static("switchyard-health-check"),
+    );
+    let resp = sender.send_request(req).await?;
+    Ok(resp.status().as_u16())
 }
 
 enum Attempt {

@@ -69,6 +69,7 @@ target_groups:
         g.health_check,
         HealthCheck {
             protocol: CheckProtocol::Http,
+            h2c: false,
             path: "/".into(),
             port: None,
             host: None,
@@ -138,6 +139,9 @@ target_groups:
     assert_eq!(t.health_check.timeout, Duration::from_secs(5));
     let h = &c.target_groups[1];
     assert_eq!(h.health_check.protocol, CheckProtocol::Http);
+    // An http2 group's checks speak its protocol.
+    assert!(h.health_check.h2c);
+    assert!(!t.health_check.h2c);
     assert_eq!(h.health_check.healthy_threshold, 1);
     assert_eq!(h.health_check.unhealthy_threshold, 3);
     assert_eq!(

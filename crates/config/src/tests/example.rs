@@ -278,6 +278,7 @@ fn interface_example_is_valid_and_means_what_it_says() {
         blue.health_check,
         HealthCheck {
             protocol: CheckProtocol::Http,
+            h2c: false,
             path: "/health".into(),
             port: Some(9101),
             host: Some("web.internal".into()),

@@ -37,6 +37,7 @@ pub(crate) fn health_check(
     };
     let mut check = HealthCheck {
         protocol,
+        h2c: group == GroupProtocol::Http2,
         path: "/".to_string(),
         port: None,
         host: None,
