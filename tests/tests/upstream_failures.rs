@@ -475,3 +475,76 @@ async fn a_body_that_keeps_coming_is_not_cut_however_long_it_takes() {
         (200, "hello".repeat(6).as_str())
     );
 }
+
+#[tokio::test]
+async fn a_client_that_holds_back_its_body_gets_408_and_the_target_is_not_blamed() {
+    let up = upstream("up").await;
+    let lb = Cfg::new()
+        .listener("web", &forward_to("g"))
+        .group(Group::new("g", &[up.addr()]).with(
+            "timeouts: { request: 500ms }\nfail_open: false\n\
+             outlier_detection: { consecutive_failures: 2, ejection: 30s, max_ejected_percent: 100 }",
+        ))
+        .start()
+        .await;
+    // Three clients each promise 1,000 bytes, send 3 and stop: more than
+    // enough stalls to eject the target if they were counted against it.
+    for i in 0..3 {
+        let started = Instant::now();
+        let got = switchyard_testkit::raw_exchange(
+            lb.listen_addr(),
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nabc",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 408"), "client {i} got {got:?}");
+        assert!(got.contains("connection: close"), "client {i} got {got:?}");
+        assert!(started.elapsed() < Duration::from_secs(8), "client {i}");
+    }
+    // The target is still in service.
+    let res = must_get(&lb.url("/")).await;
+    assert_eq!((res.status, res.body.as_str()), (200, "up"));
+}
+
+#[tokio::test]
+async fn a_target_that_stops_reading_an_upload_is_still_a_504() {
+    // Reads the head, then nothing, for 30 s: the upload backs up into
+    // the balancer, whose writes to the target wait.
+    let deaf = scripted_upstream(vec![], Duration::from_secs(30)).await;
+    let lb = Cfg::new()
+        .listener("web", &forward_to("g"))
+        .group(Group::new("g", &[deaf]).with("timeouts: { request: 500ms }"))
+        .start()
+        .await;
+    let mut s = tokio::net::TcpStream::connect(lb.listen_addr())
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    const LEN: usize = 32 << 20;
+    let head = format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: {LEN}\r\n\r\n");
+    s.write_all(head.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let (mut rd, mut wr) = s.into_split();
+    // The client sends as fast as it is let: it never holds back.
+    let writer = tokio::spawn(async move {
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..LEN / block.len() {
+            if wr.write_all(&block).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            other => panic!("no answer ({other:?}): {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    writer.abort();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 504"), "{got}");
+}

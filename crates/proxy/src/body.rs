@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -199,9 +200,23 @@ impl Body for ProxyBody {
     }
 }
 
+/// Whether an upload is waiting on its client, as last seen when it was
+/// polled: a request that times out while its client holds back the body
+/// is the client's fault (408), not the target's.
+#[derive(Debug, Default)]
+pub struct ClientWait(AtomicBool);
+
+impl ClientWait {
+    pub fn waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// What we send upstream: the client's body streamed, or nothing (for a
 /// retried body-less request).
 pub enum RequestBody {
+    /// A client's body whose waits are recorded (requests with a body).
+    Watched(Box<RequestBody>, Arc<ClientWait>),
     /// An HTTP/2 client's body (hyper's server).
     Client(Incoming),
     /// An HTTP/1.1 client's body (our server, `h1_server`).
@@ -210,6 +225,16 @@ pub enum RequestBody {
     /// A body made in a unit test (an `Incoming` cannot be).
     #[cfg(test)]
     Test(Pin<Box<dyn Body<Data = Bytes, Error = std::convert::Infallible> + Send>>),
+}
+
+impl RequestBody {
+    /// What waits now is the target (a write to it), not the client, even
+    /// if the client's body has nothing more at hand either.
+    pub fn not_waiting_on_client(&self) {
+        if let RequestBody::Watched(_, wait) = self {
+            wait.0.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +255,11 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
+            RequestBody::Watched(b, wait) => {
+                let polled = Pin::new(&mut **b).poll_frame(cx);
+                wait.0.store(polled.is_pending(), Ordering::Relaxed);
+                polled
+            }
             RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
             RequestBody::H1(b) => b.poll_frame(cx).map_err(BodyError::from),
             RequestBody::Empty => Poll::Ready(None),
@@ -244,6 +274,7 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            RequestBody::Watched(b, _) => b.is_end_stream(),
             RequestBody::Client(b) => b.is_end_stream(),
             RequestBody::H1(b) => b.is_end_stream(),
             RequestBody::Empty => true,
@@ -254,6 +285,7 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            RequestBody::Watched(b, _) => b.size_hint(),
             RequestBody::Client(b) => b.size_hint(),
             RequestBody::H1(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),

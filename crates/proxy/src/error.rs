@@ -27,6 +27,10 @@ pub enum ProxyError {
     /// The upstream's response head did not come within timeouts.request (504).
     #[error("upstream {target} timed out")]
     Timeout { target: String },
+    /// timeouts.request ran out while the client held back its request
+    /// body (408): the target is not blamed.
+    #[error("client request body timed out")]
+    ClientTimeout,
 }
 
 impl ProxyError {
@@ -37,6 +41,7 @@ impl ProxyError {
             ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -49,6 +54,7 @@ impl ProxyError {
             ProxyError::Unavailable(why) => why,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => "bad gateway\n",
             ProxyError::Timeout { .. } => "upstream timed out\n",
+            ProxyError::ClientTimeout => "request body timed out\n",
         }
     }
 

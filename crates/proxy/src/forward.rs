@@ -12,7 +12,7 @@ use switchyard_routing::{PickInput, Snapshot, Target, TargetState};
 
 use switchyard_health::outlier::observe;
 
-use crate::body::{ProxyBody, RequestBody, UpstreamBody};
+use crate::body::{ClientWait, ProxyBody, RequestBody, UpstreamBody};
 use crate::error::ProxyError;
 use crate::guard::RequestMark;
 use crate::headers::strip_hop_by_hop;
@@ -266,6 +266,16 @@ pub fn forward<'a>(
     let (parts, body) = req.into_parts();
     let bodyless = body.is_end_stream();
     let safe = bodyless && is_idempotent(&parts.method);
+    // Only uploads pay for knowing whether they wait on their client.
+    let (body, client_wait) = if bodyless {
+        (body, None)
+    } else {
+        let wait = Arc::new(ClientWait::default());
+        (
+            RequestBody::Watched(Box::new(body), Arc::clone(&wait)),
+            Some(wait),
+        )
+    };
     let first_spec = snap.groups.get(group).map(|g| &g.spec);
     let wants_template = first_spec.is_some_and(|s| {
         s.retries.attempts > 0 && (s.retries.on.reset || !s.retries.on.statuses.is_empty())
@@ -427,6 +437,17 @@ pub fn forward<'a>(
                         result: Err(ProxyError::BadRequest(
                             "malformed or incomplete request body\n",
                         )),
+                        group: g,
+                        target: Some(target),
+                    };
+                }
+                Outcome::TimedOut if client_wait.as_ref().is_some_and(|w| w.waiting()) => {
+                    // The upload was waiting on the client, not the target:
+                    // a client that stops sending must not get targets
+                    // ejected (outlier detection) or counted as failing.
+                    tracing::debug!(target = %target.label(), "client held back its request body");
+                    return Forwarded {
+                        result: Err(ProxyError::ClientTimeout),
                         group: g,
                         target: Some(target),
                     };

@@ -473,6 +473,7 @@ impl Sending {
         out: &mut Vec<u8>,
     ) -> Result<(), StepError> {
         if !out.is_empty() && (self.done || out.len() >= WRITE_GATHER) {
+            body.not_waiting_on_client();
             let n = wr
                 .write(out)
                 .await
@@ -492,6 +493,7 @@ impl Sending {
             match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
                 Poll::Ready(f) => f,
                 Poll::Pending => {
+                    body.not_waiting_on_client();
                     let n = wr
                         .write(out)
                         .await
