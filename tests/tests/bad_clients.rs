@@ -255,22 +255,67 @@ async fn ambiguous_or_missing_host_gets_400() {
     // can be steered past its routes.
     // Also when the request-target names the host (absolute-form): 3.2
     // asks for exactly one Host of every HTTP/1.1 request.
-    let cases: [&[u8]; 5] = [
+    // A Host that is not host[:port], or userinfo in the target: URL
+    // parsers behind us read `x@internal.test` as internal.test, and
+    // `evil.test/.example.test` as evil.test, while routing saw another.
+    let cases: [&[u8]; 10] = [
         b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a.test\r\nhost: a.test\r\n\r\n",
         b"GET / HTTP/1.1\r\nX-No-Host: 1\r\n\r\n",
         b"GET http://a.test/ HTTP/1.1\r\nX-No-Host: 1\r\n\r\n",
         b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x@internal.example.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: evil.test/.example.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: evil.test?.example.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET http://x@a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
     ];
     for bytes in cases {
         let res = exchange(&lb, bytes).await;
         assert_eq!(res.status, 400, "{:?}", String::from_utf8_lossy(bytes));
     }
     assert_eq!(up.requests(), 0);
-    // HTTP/1.0 needs no Host.
+    // Valid forms pass: a port, an IPv6 literal.
+    for host in ["a.test:8080", "[::1]:80", "127.0.0.1"] {
+        let req = format!("GET /ok HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let res = exchange(&lb, req.as_bytes()).await;
+        assert_eq!(res.status, 200, "{host}");
+        assert_eq!(up.last_request().unwrap().header("host"), Some(host));
+    }
+    // HTTP/1.0 needs no Host; the target, spoken to in HTTP/1.1, gets its
+    // own address as Host (as NGINX sends its upstream's).
     let res = exchange(&lb, b"GET /old HTTP/1.0\r\n\r\n").await;
     assert_eq!(res.status, 200);
-    assert_eq!(up.requests(), 1);
+    let seen = up.last_request().unwrap();
+    assert_eq!(seen.uri, "/old");
+    assert_eq!(seen.header("host"), Some(up.addr().to_string().as_str()));
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn host_reaches_the_target_even_if_connection_names_it() {
+    let (lb, up) = setup().await;
+    let res = exchange(
+        &lb,
+        b"GET /h HTTP/1.1\r\nHost: a.test\r\nConnection: host, x-secret\r\nX-Secret: 1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    let seen = up.last_request().unwrap();
+    assert_eq!(seen.header("host"), Some("a.test"));
+    assert_eq!(seen.header("x-secret"), None);
+}
+
+#[tokio::test]
+async fn connect_gets_405_and_reaches_no_upstream() {
+    let (lb, up) = setup().await;
+    refused_and_closed(
+        &lb,
+        &[b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n"],
+        405,
+    )
+    .await;
+    assert_eq!(up.requests(), 0);
     still_serves(&lb, &up).await;
 }
 
@@ -394,4 +439,106 @@ async fn a_slow_but_complete_head_within_header_read_is_served() {
     conn.send(&raw_get("/again")).await;
     assert_eq!(conn.response(WAIT).await.unwrap().status, 200);
     assert_eq!(up.requests(), 2);
+}
+
+/// Sends `first` (a whole request, answered) unless empty, then drips a
+/// head that never ends, one byte every 50 ms, on the same connection:
+/// the balancer must close it within `header_read` of the head's first
+/// byte (500 ms; `idle` is 30 s and every byte would reset it).
+async fn dripped_head_is_cut(lb: &Running, first: &[u8], head: &'static [u8]) {
+    let stream = TcpStream::connect(lb.listen_addr())
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = [0u8; 4096];
+    if !first.is_empty() {
+        wr.write_all(first)
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout(WAIT, rd.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                other => panic!("no answer to the first request: {other:?}"),
+            }
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200"),
+            "{:?} got {got}",
+            String::from_utf8_lossy(first)
+        );
+    }
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        for i in 0..200usize {
+            let byte = head.get(i).copied().unwrap_or(b'a');
+            if wr.write_all(&[byte]).await.is_err() {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        200
+    });
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    let shown = String::from_utf8_lossy(first);
+    assert!(closed.is_ok(), "after {shown:?}: still open after {took:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed too early: {took:?}"
+    );
+    let sent = writer.await.unwrap_or_else(|e| panic!("writer: {e}"));
+    assert!(sent < 200, "after {shown:?}: the writer was never cut off");
+}
+
+#[tokio::test]
+async fn header_read_bounds_heads_the_byte_tracker_cannot_follow() {
+    let (lb, up) = setup().await;
+    // A CONNECT head.
+    dripped_head_is_cut(&lb, b"", b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\nX-A: ").await;
+    // The next head after a request whose framing the tracker gave up on:
+    // an Upgrade that was not taken, a Content-Length list, a
+    // Content-Length line longer than the tracker keeps.
+    let long_cl = format!(
+        "GET /3 HTTP/1.1\r\nHost: a\r\nContent-Length:{}0\r\n\r\n",
+        " ".repeat(100)
+    );
+    for first in [
+        &b"GET /1 HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n"[..],
+        b"GET /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 0, 0\r\n\r\n",
+        long_cl.as_bytes(),
+    ] {
+        dripped_head_is_cut(&lb, first, b"GET /next HTTP/1.1\r\nHost: a\r\nX-B: ").await;
+    }
+    still_serves(&lb, &up).await;
+}
+
+#[tokio::test]
+async fn a_content_length_list_or_padding_goes_to_the_target_as_one_plain_value() {
+    let (lb, up) = setup().await;
+    for head in [
+        &b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello"[..],
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0005\r\n\r\nhello",
+    ] {
+        let res = exchange(&lb, head).await;
+        let shown = String::from_utf8_lossy(head);
+        assert_eq!(
+            (res.status, res.body_text().as_str()),
+            (200, "hello"),
+            "{shown}"
+        );
+        let seen = up.last_request().unwrap();
+        let lengths: Vec<_> = seen.headers.get_all("content-length").iter().collect();
+        assert_eq!(lengths, ["5"], "{shown}");
+    }
 }

@@ -157,15 +157,17 @@ fn send(
 /// origin-form with Host; h2c carries the authority (the client's Host) as
 /// `:authority` instead of Host, and `te: trailers` back (gRPC requires it;
 /// it was stripped as hop-by-hop).
-fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool) {
+fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool, target: &Target) {
     if !h2 {
         *req.version_mut() = Version::HTTP_11;
-        // Shaped for h2c before (a request handed back unsent): Host again.
-        if let Some(a) = req.uri().authority() {
-            if !req.headers().contains_key(http::header::HOST) {
-                if let Ok(v) = http::HeaderValue::from_str(a.as_str()) {
-                    req.headers_mut().insert(http::header::HOST, v);
-                }
+        // Every HTTP/1.1 request carries a Host (RFC 9112 3.2). None here:
+        // shaped for h2c before (a request handed back unsent: the URI
+        // has it), or an HTTP/1.0 client sent none (the target's address,
+        // as NGINX sends its upstream's).
+        if !req.headers().contains_key(http::header::HOST) {
+            let host = req.uri().authority().map_or(target.label(), |a| a.as_str());
+            if let Ok(v) = http::HeaderValue::from_str(host) {
+                req.headers_mut().insert(http::header::HOST, v);
             }
         }
         return;
@@ -406,7 +408,7 @@ pub fn forward<'a>(
                         }
                     },
                 };
-                for_protocol(&mut req, h2, extras.te_trailers);
+                for_protocol(&mut req, h2, extras.te_trailers, &target);
                 send(sender, req, spec.timeouts.request, &target)
             }
             .await;

@@ -37,6 +37,11 @@ pub struct ConnState {
     /// The connection was handed to an Upgrade (WebSocket) tunnel: its
     /// write shutdowns are half-closes that must reach the client.
     upgraded: AtomicBool,
+    /// The HTTP/1.1 server holds part of a request head. The byte tracker
+    /// (`Framing`) stops following a connection it cannot follow (CONNECT,
+    /// an Upgrade refused, a Content-Length it cannot read); the server's
+    /// own parser always knows, so `header_read` bounds every head.
+    head_partial: AtomicBool,
 }
 
 impl ConnState {
@@ -44,6 +49,15 @@ impl ConnState {
     pub fn begin(self: &Arc<Self>) -> RequestMark {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         RequestMark(Arc::clone(self))
+    }
+
+    /// Set by the HTTP/1.1 server while it holds part of a request head.
+    pub fn set_head_partial(&self, partial: bool) {
+        self.head_partial.store(partial, Ordering::Relaxed);
+    }
+
+    fn head_partial(&self) -> bool {
+        self.head_partial.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -141,7 +155,7 @@ impl<T> GuardedIo<T> {
     }
 
     fn on_bytes(&mut self, bytes: &[u8]) {
-        let was_mid_head = self.framing.head_in_progress();
+        let was_mid_head = self.framing.head_in_progress() || self.state.head_partial();
         self.framing.feed(bytes);
         if self.framing.smuggling {
             self.state.smuggling.store(true, Ordering::Relaxed);
@@ -163,7 +177,7 @@ impl<T> GuardedIo<T> {
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let want = if self.state.in_flight() > 0 {
             Armed::Off
-        } else if self.first || self.framing.head_in_progress() {
+        } else if self.first || self.framing.head_in_progress() || self.state.head_partial() {
             Armed::Header
         } else {
             Armed::Idle

@@ -614,14 +614,16 @@ fn encode_head(parts: &http::request::Parts, framing: ReqFraming, out: &mut Vec<
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        // Framing is ours to decide (below).
-        if name == TRANSFER_ENCODING {
+        // Framing is ours to decide (below): a client's `5, 5`, two
+        // lines or `0005` go out as one plain value, which every target
+        // reads alike.
+        if name == TRANSFER_ENCODING || name == CONTENT_LENGTH {
             continue;
         }
         push_field(out, name, value);
     }
     match framing {
-        ReqFraming::Length(n) if !parts.headers.contains_key(CONTENT_LENGTH) => {
+        ReqFraming::Length(n) => {
             // Writing into a Vec cannot fail.
             let _ = write!(out, "content-length: {n}\r\n");
         }

@@ -39,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::body::{ProxyBody, RequestBody};
+use crate::guard::ConnState;
 use crate::h1::{
     content_length, decode_chunked, invalid, last_coding_is_chunked, only_chunked, push_field,
     take_data, Chunk, Decoded,
@@ -471,11 +472,11 @@ pub(crate) const STOP_GRACE: std::time::Duration = std::time::Duration::from_sec
 /// client that sends its next request at that instant: measured with 12
 /// clients sending back to back, 11-12 of them lost the request they had
 /// just sent. With the grace they get it answered, with the close.
-async fn begun_head<T>(link: &Link<T>) -> HeadRead
+async fn begun_head<T>(link: &Link<T>, state: &ConnState) -> HeadRead
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let head = read_head(link);
+    let head = read_head(link, state);
     let mut head = std::pin::pin!(head);
     let started = poll_fn(|cx| match head.as_mut().poll(cx) {
         Poll::Ready(h) => Poll::Ready(Some(h)),
@@ -489,7 +490,7 @@ where
     }
 }
 
-async fn read_head<T>(link: &Link<T>) -> HeadRead
+async fn read_head<T>(link: &Link<T>, state: &ConnState) -> HeadRead
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -507,7 +508,13 @@ where
             if worth {
                 match parse_request(&mut inner.buf) {
                     Ok(Some(p)) => return Poll::Ready(Ok(p)),
-                    Ok(None) => scanned = inner.buf.len(),
+                    Ok(None) => {
+                        if scanned == 0 {
+                            // The connection guard times the rest.
+                            state.set_head_partial(true);
+                        }
+                        scanned = inner.buf.len();
+                    }
                     Err(bad) => return Poll::Ready(Err(Some(bad))),
                 }
             } else if scanned > 0 {
@@ -541,6 +548,9 @@ where
         }
     })
     .await;
+    if scanned > 0 {
+        state.set_head_partial(false);
+    }
     let (mut parts, body, expects) = match parsed {
         Ok(p) => p,
         Err(Some((status, why))) => return HeadRead::Bad(status, why),
@@ -983,13 +993,13 @@ where
                 } else {
                     tokio::select! {
                         biased;
-                        h = read_head(&link) => h,
+                        h = read_head(&link, &ctx.state) => h,
                         // Idle: closed at once. A head already begun is read
                         // to its end (header_read still bounds it) and
                         // answered, with the close.
                         () = stop.as_mut() => {
                             stopping = true;
-                            begun_head(&link).await
+                            begun_head(&link, &ctx.state).await
                         }
                     }
                 } {

@@ -73,7 +73,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     close_listed = true;
-                } else if !is_fixed_token(token) {
+                } else if !is_fixed_token(token) && !token.eq_ignore_ascii_case(b"host") {
+                    // Never Host, even if named: every HTTP/1.1 request
+                    // carries it (RFC 9112 3.2), and the target must see
+                    // the one routed.
                     if let Ok(name) = HeaderName::from_bytes(token) {
                         named.push(name);
                     }
@@ -217,6 +220,36 @@ pub fn without_dot_segments(uri: &Uri) -> Option<Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(PathAndQuery::try_from(clean).ok()?);
     Uri::from_parts(parts).ok()
+}
+
+/// Whether a Host value is `host[:port]` as RFC 9110 7.2 has it: the
+/// characters of a reg-name, an IPv4 address or a bracketed IPv6 literal,
+/// and a port. Empty is valid (a target without an authority).
+pub fn valid_host(v: &[u8]) -> bool {
+    v.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    })
 }
 
 /// The host and port a request-target names (absolute-form, or h2's

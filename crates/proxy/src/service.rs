@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use std::time::Instant;
 use switchyard_routing::{Action, RequestInfo, RequestUrl, Snapshot};
 
@@ -83,13 +83,25 @@ pub fn handle(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Ok(resp);
         }
-        if http1 && !host_is_unambiguous(&req) {
-            // RFC 9112 3.2: more than one Host, or none on HTTP/1.1, is a 400.
-            // Routing reads the first Host; an upstream reading another one
-            // could be steered past the routes.
-            let mut resp = ProxyError::BadRequest("missing or repeated host").into_response();
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if let Some(why) = host_problem(&req) {
+            // Routing reads the Host (or the target's authority); a target
+            // reading it otherwise could be steered past the routes.
+            let mut resp = ProxyError::BadRequest(why).into_response();
+            if http1 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Ok(resp);
+        }
+        if req.method() == Method::CONNECT {
+            // A reverse proxy: no tunnels to arbitrary places (as NGINX,
+            // 405 since 1.21.1).
+            let mut resp =
+                text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+            if http1 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             return Ok(resp);
         }
         let current = ctx.shared.snapshot.load_full();
@@ -215,13 +227,29 @@ pub fn handle(
 /// Exactly one Host header, or none on HTTP/1.0 (RFC 9112 3.2). Also for
 /// absolute-form requests: 3.2 asks it of every HTTP/1.1 request, even
 /// though the request-target's host is then the one used (3.2.2).
-fn host_is_unambiguous<B>(req: &Request<B>) -> bool {
+/// Why the request's host is not one routing can trust, if it is not
+/// (RFC 9112 3.2, RFC 9113 8.3.1, RFC 9110 4.2.4): more than one Host; none
+/// on HTTP/1.1, or neither Host nor `:authority` on HTTP/2; a Host value
+/// that is not `host[:port]` (`a@b`, `a/b`, `a?b` read as other hosts by
+/// URL parsers behind us); userinfo in the request target.
+fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), None) => true,
-        (None, _) => req.version() < Version::HTTP_11,
-        (Some(_), Some(_)) => false,
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Some("repeated host");
     }
+    if first.is_some_and(|h| !crate::headers::valid_host(h.as_bytes())) {
+        return Some("invalid host");
+    }
+    let authority = req.uri().authority();
+    if authority.is_some_and(|a| a.as_str().contains('@')) {
+        return Some("userinfo in the request target");
+    }
+    let missing = match req.version() {
+        Version::HTTP_2 => first.is_none() && authority.is_none(),
+        v => first.is_none() && v >= Version::HTTP_11,
+    };
+    missing.then_some("missing host")
 }
 
 /// Chooses the group (stickiness first, else by weight), rewrites the head
