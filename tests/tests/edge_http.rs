@@ -441,3 +441,24 @@ async fn clients_that_stop_reading_do_not_stall_others_on_a_shared_h2c_target_co
     }
     drop(idle_readers);
 }
+
+#[tokio::test]
+async fn http2_cookie_crumbs_reach_an_http1_target_as_one_cookie() {
+    let up = FakeUpstream::builder("up").start().await;
+    let groups = format!(
+        "  - name: g\n    health_check: {{ protocol: none }}\n    targets: [ {{ address: \"{}\" }} ]\n",
+        up.addr()
+    );
+    let routes = "      - name: all\n        forward: { target_group: g }\n";
+    let lb = start_balancer(&yaml(&groups, routes)).await;
+    let url = format!("http://{}/c", lb.addr("web").unwrap());
+    let res = TestClient::h2c()
+        .get_with(&url, &[("cookie", "a=1"), ("cookie", "b=2")])
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200);
+    let seen = up.last_request().unwrap();
+    assert_eq!(seen.version, http::Version::HTTP_11);
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+}

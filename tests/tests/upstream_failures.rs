@@ -548,3 +548,101 @@ async fn a_target_that_stops_reading_an_upload_is_still_a_504() {
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 504"), "{got}");
 }
+
+#[tokio::test]
+async fn a_final_status_outside_200_to_599_is_a_502_for_every_client() {
+    // A 101 nobody asked for, a 100 as the last word, a status HTTP lacks.
+    for reply in [
+        &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"[..],
+        b"HTTP/1.1 600 Beyond\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let lb = Cfg::simple(&[raw_upstream(reply).await]).start().await;
+        let shown = String::from_utf8_lossy(reply);
+        let res = must_get(&lb.url("/")).await;
+        assert_eq!(
+            (res.status, res.body.as_str()),
+            (502, "bad gateway\n"),
+            "{shown}"
+        );
+        let res = TestClient::h2c()
+            .get(&lb.url("/"))
+            .await
+            .unwrap_or_else(|e| panic!("h2 after {shown}: {e}"));
+        assert_eq!(res.status, 502, "h2 after {shown}");
+    }
+}
+
+#[tokio::test]
+async fn a_204_with_a_content_length_reaches_http2_clients_without_it() {
+    let lb =
+        Cfg::simple(&[raw_upstream(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n").await])
+            .start()
+            .await;
+    let res = TestClient::h2c()
+        .get(&lb.url("/"))
+        .await
+        .unwrap_or_else(|e| panic!("h2: {e}"));
+    assert_eq!(res.status, 204);
+    assert_eq!(res.header("content-length"), None);
+    let res = must_get(&lb.url("/")).await;
+    assert_eq!(res.status, 204);
+}
+
+#[tokio::test]
+async fn request_trailers_reach_the_target_without_framing_or_routing_fields() {
+    // Reads a chunked request to the end of its trailer section, hands the
+    // bytes over, answers 200.
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+        // The head, then the body: "0\r\n" ... blank line.
+        while !got.windows(8).any(|w| w.eq_ignore_ascii_case(b"x-ok: 1\r"))
+            || !got.ends_with(b"\r\n\r\n")
+        {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        let _ = tx.send(got).await;
+    });
+    let lb = Cfg::simple(&[addr]).start().await;
+    let got = switchyard_testkit::raw_exchange(
+        lb.listen_addr(),
+        b"POST /t HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\nContent-Length: 99\r\nHost: evil\r\nTransfer-Encoding: chunked\r\n\
+          Connection: x\r\nX-Ok: 1\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let seen = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the target got nothing"))
+        .unwrap_or_default();
+    let seen = String::from_utf8_lossy(&seen);
+    let trailer = seen
+        .split("\r\n0\r\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no last chunk in {seen:?}"))
+        .to_ascii_lowercase();
+    assert!(trailer.contains("x-ok: 1"), "{seen:?}");
+    for field in ["content-length", "host", "transfer-encoding", "connection"] {
+        assert!(
+            !trailer.contains(field),
+            "{field} in the trailers: {seen:?}"
+        );
+    }
+}

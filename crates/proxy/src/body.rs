@@ -148,6 +148,7 @@ impl Body for ProxyBody {
                     Some(UpBody::H1(b)) => b.poll_frame(cx).map_err(BodyError::from),
                     Some(UpBody::H2(b)) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
                 };
+                let polled = clean_trailers(polled);
                 // A broken body never gives its connection back (`take_conn`
                 // refuses one not read to its end).
                 match &polled {
@@ -198,6 +199,18 @@ impl Body for ProxyBody {
             },
         }
     }
+}
+
+/// A trailer section passed on, less the fields that have no place in one.
+fn clean_trailers<E>(
+    mut polled: Poll<Option<Result<Frame<Bytes>, E>>>,
+) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    if let Poll::Ready(Some(Ok(frame))) = &mut polled {
+        if let Some(trailers) = frame.trailers_mut() {
+            crate::headers::strip_trailer_fields(trailers);
+        }
+    }
+    polled
 }
 
 /// Whether an upload is waiting on its client, as last seen when it was
@@ -260,8 +273,10 @@ impl Body for RequestBody {
                 wait.0.store(polled.is_pending(), Ordering::Relaxed);
                 polled
             }
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
-            RequestBody::H1(b) => b.poll_frame(cx).map_err(BodyError::from),
+            RequestBody::Client(b) => {
+                clean_trailers(Pin::new(b).poll_frame(cx).map_err(BodyError::from))
+            }
+            RequestBody::H1(b) => clean_trailers(b.poll_frame(cx).map_err(BodyError::from)),
             RequestBody::Empty => Poll::Ready(None),
             #[cfg(test)]
             RequestBody::Test(b) => b

@@ -509,6 +509,23 @@ pub fn forward<'a>(
                             };
                         }
                     }
+                    if !(200..=599).contains(&status) {
+                        // An interim status as the answer (a 101 nobody
+                        // asked for) would leave the client waiting for the
+                        // final one, and HTTP has no status beyond 599: the
+                        // target spoke bad HTTP.
+                        target.upstream.error();
+                        observe(&snap.groups[g], &target, true);
+                        tracing::debug!(target = %target.label(), status, "not a final status");
+                        return Forwarded {
+                            result: Err(ProxyError::Upstream {
+                                target: target.label().to_owned(),
+                                reason: format!("status {status} as the final answer"),
+                            }),
+                            group: g,
+                            target: Some(target),
+                        };
+                    }
                     target.upstream.status(status);
                     observe(&snap.groups[g], &target, status >= 500);
                     if template.is_some()
@@ -526,6 +543,11 @@ pub fn forward<'a>(
                     }
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    if status == 204 {
+                        // RFC 9110 8.6: never in a 204 (HTTP/2 clients
+                        // treat it as a protocol error).
+                        parts.headers.remove(http::header::CONTENT_LENGTH);
+                    }
                     let body = UpstreamBody::new(body, in_flight, mark, spec.timeouts.request);
                     return Forwarded {
                         result: Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),

@@ -903,15 +903,9 @@ where
                 };
                 if let (Framing::Chunked, Ok(trailers)) = (framing, frame.into_trailers()) {
                     out.extend_from_slice(b"0\r\n");
+                    // Already cleaned (`body::clean_trailers`).
                     for (name, value) in &trailers {
-                        // Framing, routing and connection fields have no
-                        // place in a trailer section (RFC 9110 6.5.1).
-                        if !crate::headers::is_hop_by_hop(name)
-                            && name != CONTENT_LENGTH
-                            && name != http::header::HOST
-                        {
-                            push_field(out, name, value);
-                        }
+                        push_field(out, name, value);
                     }
                     out.extend_from_slice(b"\r\n");
                     write_all(link, &[out]).await?;

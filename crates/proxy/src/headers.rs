@@ -41,6 +41,20 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.iter().any(|h| h == name)
 }
 
+/// Removes from a trailer section what has no place there (RFC 9110
+/// 6.5.1): framing (`Content-Length`, `Transfer-Encoding`), routing
+/// (`Host`) and connection fields. A target would otherwise get framing
+/// after the body, and an HTTP/2 client refuses such trailers.
+pub fn strip_trailer_fields(trailers: &mut HeaderMap) {
+    let bad = |n: &HeaderName| is_hop_by_hop(n) || n == header::CONTENT_LENGTH || n == header::HOST;
+    if trailers.keys().any(bad) {
+        let names: Vec<HeaderName> = trailers.keys().filter(|n| bad(n)).cloned().collect();
+        for name in names {
+            trailers.remove(name);
+        }
+    }
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -287,6 +301,9 @@ pub fn prepare_request(
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     }
+    if *version == Version::HTTP_2 {
+        join_cookie_crumbs(headers);
+    }
     // Origin-form for the upstream; absolute-form arrives from h2 clients
     // and proxies' clients.
     if uri.scheme().is_some() || uri.authority().is_some() {
@@ -297,6 +314,26 @@ pub fn prepare_request(
         *uri = Uri::from(pq);
     }
     *version = Version::HTTP_11;
+}
+
+/// HTTP/2 clients may split `Cookie` into one field per cookie; towards
+/// HTTP/1.1 they are joined with "; " (RFC 9113 8.2.3), as many servers
+/// read only the first `Cookie` line.
+fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::with_capacity(128);
+    for crumb in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
