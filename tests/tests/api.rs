@@ -298,9 +298,12 @@ async fn a_yaml_target_deleted_through_the_api_stays_out_across_reloads_until_re
     }
     assert_eq!(b.requests(), before);
 
-    // Registered again: back, and it stays across the next reload.
-    let (status, v) = register(&lb, "g", &body(b.addr(), 1)).await;
+    // Registered again: back, and it stays across the next reload. The
+    // YAML lists it, so the YAML's weight (1) stands, and the answer says
+    // so rather than echoing the 3 asked for.
+    let (status, v) = register(&lb, "g", &body(b.addr(), 3)).await;
     assert_eq!(status, 201, "{v}");
+    assert_eq!(v["weight"], 1, "{v}");
     assert_eq!(
         tally(&client, &url, 10).await,
         counts(&[("a", 5), ("b", 5)])

@@ -426,3 +426,28 @@ async fn checks_of_an_http2_group_speak_h2c_to_targets_that_speak_nothing_else()
     assert!(seen.iter().any(|x| *x == a.to_string()), "{seen:?}");
     r.shutdown().await;
 }
+
+#[tokio::test]
+async fn readyz_stays_200_for_a_target_added_after_start_however_late_it_is_first_asked() {
+    let a = FakeUpstream::builder("a").start().await;
+    let r = start_balancer(&config(&[a.addr()], FAST_CHECKS, "")).await;
+    // Started and checked, but /readyz not asked yet.
+    wait_state(&r, a.addr(), "healthy", Duration::from_secs(5)).await;
+    // A target whose checks hang joins through the API.
+    let late = FakeUpstream::builder("late")
+        .hang_health(true)
+        .start()
+        .await;
+    let res = kit::request(
+        "POST",
+        &admin(&r, "/api/v1/target-groups/g/targets"),
+        &[("content-type", "application/json")],
+        format!("{{\"address\": \"{}\"}}", late.addr()),
+    )
+    .await
+    .expect("register");
+    assert_eq!(res.status, 201, "{}", res.body);
+    let readyz = kit::get(&admin(&r, "/readyz")).await.expect("readyz");
+    assert_eq!(readyz.status, 200, "{}", readyz.body);
+    r.shutdown().await;
+}

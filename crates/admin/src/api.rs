@@ -103,9 +103,9 @@ pub fn register(
         }
     };
     match control.register(group, &req.address, req.weight) {
-        Ok(state) => (
+        Ok((state, weight)) => (
             StatusCode::CREATED,
-            serde_json::json!({ "target_group": group, "address": req.address, "weight": req.weight, "state": state.as_str() }),
+            serde_json::json!({ "target_group": group, "address": req.address, "weight": weight, "state": state.as_str() }),
         ),
         Err(e) => api_error(e),
     }

@@ -514,7 +514,7 @@ impl Control {
         group: &str,
         address: &str,
         weight: u32,
-    ) -> Result<TargetState, ApiError> {
+    ) -> Result<(TargetState, u32), ApiError> {
         let addr = Address::parse_target(address).map_err(ApiError::BadRequest)?;
         if !(1..=1000).contains(&weight) {
             return Err(ApiError::BadRequest(format!(
@@ -542,7 +542,7 @@ impl Control {
             st.api_added.push((
                 group.to_owned(),
                 TargetSpec {
-                    address: addr,
+                    address: addr.clone(),
                     weight,
                 },
             ));
@@ -552,14 +552,17 @@ impl Control {
         self.apply(st, merged, Vec::new(), None)
             .map_err(ApiError::BadRequest)?;
         // `initial` for a new target; a draining one registered again is
-        // revived with the state it had.
+        // revived with the state it had. The weight is the YAML's for a
+        // target the YAML lists (it stays the source of that target).
         let snap = self.snapshot.load();
-        Ok(snap
-            .groups
-            .iter()
-            .find(|g| g.name() == group)
+        let grp = snap.groups.iter().find(|g| g.name() == group);
+        let state = grp
             .and_then(|g| g.target(&label))
-            .map_or(TargetState::Initial, |t| t.state()))
+            .map_or(TargetState::Initial, |t| t.state());
+        let weight = grp
+            .and_then(|g| g.spec.targets.iter().find(|t| t.address == addr))
+            .map_or(weight, |t| t.weight);
+        Ok((state, weight))
     }
 
     /// `DELETE /api/v1/target-groups/{group}/targets/{address}`: the target

@@ -5,7 +5,7 @@
 //! reload keeps its checker (and its counters), so a reload never resets
 //! health. Parameter changes reach the running task through a watch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -37,6 +37,10 @@ pub struct HealthChecks {
     /// Latched once every target of the first snapshot had its first
     /// check answered: readiness does not flap when targets are added later.
     ready: AtomicBool,
+    /// The checked targets of the first snapshot (by address of their
+    /// shared state): readiness waits for these only, whenever it is
+    /// asked, so a target added later never turns `/readyz` to 503.
+    initial: Mutex<Option<HashSet<usize>>>,
 }
 
 impl HealthChecks {
@@ -81,6 +85,10 @@ impl HealthChecks {
             }
         }
         checkers.retain(|k, _| seen.contains(k));
+        let mut initial = self.initial.lock().unwrap_or_else(|p| p.into_inner());
+        if initial.is_none() {
+            *initial = Some(seen.into_iter().collect());
+        }
     }
 
     /// Stops every checker (shutdown).
@@ -97,9 +105,17 @@ impl HealthChecks {
         if self.ready.load(Ordering::Relaxed) {
             return true;
         }
+        let initial = self.initial.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(initial) = initial.as_ref() else {
+            return false;
+        };
+        // Targets since added are not waited for; initial ones since
+        // removed are not in `snap` any more.
         let done = snap.groups.iter().all(|g| {
             g.spec.health_check.protocol == CheckProtocol::None
-                || g.targets.iter().all(|t| t.first_check_done())
+                || g.targets
+                    .iter()
+                    .all(|t| !initial.contains(&(Arc::as_ptr(t) as usize)) || t.first_check_done())
         });
         if done {
             self.ready.store(true, Ordering::Relaxed);

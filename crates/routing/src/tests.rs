@@ -299,3 +299,39 @@ fn an_unhealthy_targets_turn_is_shared_not_handed_to_its_neighbour() {
     s.groups[0].targets[1].set_state(TargetState::Unhealthy);
     assert_eq!(shares(&s, 60), [20, 0, 10, 30]);
 }
+
+#[test]
+fn the_shipped_edge_routing_example_reaches_every_route() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/edge-routing.yaml");
+    let loaded = switchyard_config::load_file(&path).unwrap();
+    let s = Snapshot::compile(loaded.config, None).unwrap();
+    let table = &s.listeners[0];
+    let headers = HeaderMap::new();
+    let route = |host: &str, path: &str| {
+        let info = crate::RequestInfo {
+            host: Some(host),
+            path,
+            method: &http::Method::GET,
+            headers: &headers,
+        };
+        table.route(&info).map(|r| r.name.to_string())
+    };
+    // First match wins: each specific route is listed before the wildcard
+    // that would otherwise take its requests.
+    assert_eq!(
+        route("admin.example.com", "/").as_deref(),
+        Some("admin-to-https")
+    );
+    assert_eq!(
+        route("api.example.com", "/v1/x").as_deref(),
+        Some("api-v1-moved")
+    );
+    assert_eq!(route("api.example.com", "/v2/x").as_deref(), Some("api"));
+    assert_eq!(
+        route("t1.example.com", "/status").as_deref(),
+        Some("status")
+    );
+    assert_eq!(route("www.example.com", "/").as_deref(), Some("www"));
+    assert_eq!(route("t1.example.com", "/x").as_deref(), Some("tenants"));
+    assert_eq!(route("example.org", "/x"), None);
+}

@@ -322,3 +322,32 @@ target_groups:
         "target group \"p\": retries on status 502 does not apply to a tcp group",
     );
 }
+
+#[test]
+fn request_and_idle_timeouts_on_tcp_groups() {
+    let text = "target_groups:\n  - name: a\n    protocol: tcp\n    timeouts: { connect: 1s, request: 1s, idle: 5s }\n";
+    assert_error(
+        text,
+        4,
+        30,
+        "target group \"a\": timeouts.request does not apply to a tcp group; only connect does",
+    );
+    assert_error(
+        text,
+        4,
+        43,
+        "target group \"a\": timeouts.idle does not apply to a tcp group; only connect does",
+    );
+    assert_eq!(errors(text).len(), 2);
+}
+
+#[test]
+fn header_read_on_tcp_listeners() {
+    let tcp = "listeners:\n  - name: t\n    bind: 127.0.0.1:0\n    protocol: tcp\n    timeouts: { header_read: 1s, idle: 5s }\n    forward: { target_group: g }\ntarget_groups:\n  - { name: g, protocol: tcp }\n";
+    assert_only_error(
+        tcp,
+        5,
+        17,
+        "listener \"t\": timeouts.header_read does not apply to protocol tcp",
+    );
+}

@@ -95,6 +95,19 @@ fn group(ctx: &mut Ctx<'_>, raw: &RawTargetGroup, p: &str, index: &GroupIndex) -
         ProxyProtocol::V2
     });
 
+    // A tcp group's connections have no request to time and no pool to
+    // idle in: only `connect` applies.
+    if let (true, Some(t)) = (tcp, raw.timeouts.as_ref()) {
+        for (key, given) in [("request", t.request.is_some()), ("idle", t.idle.is_some())] {
+            if given {
+                ctx.error(
+                    &format!("{p}.timeouts.{key}"),
+                    format!("{owner}: timeouts.{key} does not apply to a tcp group; only connect does (the listener's idle timeout bounds a connection)"),
+                );
+            }
+        }
+    }
+
     TargetGroup {
         name: raw.name.clone(),
         protocol,

@@ -68,6 +68,18 @@ fn listener(ctx: &mut Ctx<'_>, raw: &RawListener, p: &str, groups: &GroupIndex) 
         }
     });
 
+    // A tcp listener reads no request head and does no handshake.
+    if protocol == ListenerProtocol::Tcp
+        && raw
+            .timeouts
+            .as_ref()
+            .is_some_and(|t| t.header_read.is_some())
+    {
+        ctx.error(
+            &format!("{p}.timeouts.header_read"),
+            format!("{owner}: timeouts.header_read does not apply to protocol tcp (it bounds a request head, or a tls listener's handshake)"),
+        );
+    }
     let timeouts = ListenerTimeouts {
         header_read: dur(raw.timeouts.as_ref().and_then(|t| t.header_read), 10_000),
         idle: dur(raw.timeouts.as_ref().and_then(|t| t.idle), 60_000),
