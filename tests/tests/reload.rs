@@ -503,3 +503,53 @@ async fn a_new_listener_that_cannot_bind_fails_the_whole_reload() {
     assert_eq!(tally(&client, &url, 10).await, counts(&[("green", 10)]));
     lb.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_moves_the_access_log_and_turns_it_off_and_on() {
+    let up = upstream("up").await;
+    let base = Cfg::simple(&[up.addr()]).yaml();
+    let with = |log: &str| base.replace("access_log: { enabled: false }", log);
+    let file = ConfigFile::new("access-log", &with("access_log: { path: a.log }"));
+    let lb = file.start().await;
+    let (a, b, c) = (
+        file.dir().join("a.log"),
+        file.dir().join("b.log"),
+        file.dir().join("c.log"),
+    );
+    let logged = |f: &std::path::Path, path: &str| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .contains(&format!("\"path\":\"{path}\""))
+    };
+    assert_eq!(must_get(&lb.url("/one")).await.status, 200);
+    eventually!(WAIT, logged(&a, "/one"));
+
+    file.overwrite(&with("access_log: { path: b.log }"));
+    reload_ok(&lb).await;
+    assert_eq!(must_get(&lb.url("/two")).await.status, 200);
+    eventually!(WAIT, logged(&b, "/two"));
+    assert!(!logged(&a, "/two"));
+
+    file.overwrite(&with("access_log: { enabled: false }"));
+    reload_ok(&lb).await;
+    assert_eq!(must_get(&lb.url("/three")).await.status, 200);
+
+    file.overwrite(&with("access_log: { path: c.log }"));
+    reload_ok(&lb).await;
+    assert_eq!(must_get(&lb.url("/four")).await.status, 200);
+    eventually!(WAIT, logged(&c, "/four"));
+    // Lines are written in order: had /three been logged, it would be in
+    // b.log before anything reached c.log.
+    for f in [&a, &b, &c] {
+        assert!(!logged(f, "/three"), "{}", f.display());
+    }
+
+    // An access log that cannot be opened fails the reload; the old one stays.
+    file.overwrite(&with("access_log: { path: no-such-dir/d.log }"));
+    let (status, v) = reload(&lb).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("cannot open the access log"), "{v}");
+    assert_eq!(must_get(&lb.url("/five")).await.status, 200);
+    eventually!(WAIT, logged(&c, "/five"));
+    lb.shutdown().await;
+}

@@ -103,6 +103,35 @@ async fn resolve(addr: &Address) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr} resolves to no address"))
 }
 
+/// Opens the access log `config` asks for: `None` when it is off. The
+/// same for `check`, `run` and reload, so an unwritable path is an error
+/// placed at `access_log.path` before anything depends on it (`check`, as
+/// `nginx -t`, creates a missing file).
+pub fn open_access_log(
+    config: &Config,
+    origin: &str,
+    source: Option<&switchyard_config::SourceMap>,
+) -> Result<Option<switchyard_proxy::access_log::Output>, String> {
+    if !config.access_log.enabled {
+        return Ok(None);
+    }
+    switchyard_proxy::access_log::Output::open(&config.access_log.path)
+        .map(Some)
+        .map_err(|e| {
+            let what = match &config.access_log.path {
+                switchyard_config::LogPath::File(p) => p.display().to_string(),
+                other => format!("{other:?}"),
+            };
+            switchyard_config::ConfigError::at(
+                origin,
+                source,
+                "access_log.path",
+                format!("cannot open the access log {what}: {e}"),
+            )
+            .to_string()
+        })
+}
+
 /// Binds the listeners of `config` that are not already running (same
 /// name, bind and protocol in `current` and among `running`). Nothing is
 /// left bound if one fails: the sockets drop with the error.
@@ -351,6 +380,25 @@ impl Control {
             (st.current.clone(), names)
         };
         let origin = path.display().to_string();
+        // A changed access log is opened now (an unwritable path fails the
+        // reload) and switched to once the rest has applied.
+        let log = (loaded.config.access_log != current.access_log)
+            .then(|| open_access_log(&loaded.config, &origin, Some(&loaded.source)))
+            .transpose()?;
+        if loaded.config.workers != current.workers {
+            tracing::warn!(
+                running = current.workers,
+                asked = loaded.config.workers,
+                "workers changed: it takes effect at the next start"
+            );
+        }
+        if loaded.config.admin.bind != current.admin.bind {
+            tracing::warn!(
+                running = %current.admin.bind,
+                asked = %loaded.config.admin.bind,
+                "admin.bind changed: it takes effect at the next start; the admin API stays where it is"
+            );
+        }
         let bound = bind_missing(
             &loaded.config,
             &current,
@@ -363,6 +411,11 @@ impl Control {
         let st = &mut *guard;
         let merged = merge(&loaded.config, &st.api_added, &mut st.api_removed);
         self.apply(st, merged, bound, Some(tls))?;
+        if let Some(output) = log {
+            if let Err(e) = self.shared.access_log.switch(output) {
+                tracing::error!(error = %e, "cannot start the access log writer");
+            }
+        }
         st.yaml = loaded.config;
         Ok(loaded.version)
     }

@@ -5,7 +5,9 @@
 //! lines are dropped and counted rather than slowing requests down.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use switchyard_config::LogPath;
@@ -13,11 +15,46 @@ use switchyard_config::LogPath;
 /// Lines buffered between requests and the writer thread.
 const QUEUE: usize = 16_384;
 
+/// The access log every connection of the process writes to. A reload
+/// may turn it on or off or point it elsewhere (`reconfigure`): requests
+/// see one flag, and the writer thread switches its output between lines.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<SyncSender<String>>,
-    /// Registered when the log opens, so the series exists at 0.
-    dropped: metrics::Counter,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    enabled: AtomicBool,
+    /// The writer thread's queue, from the first time the log is on.
+    tx: OnceLock<SyncSender<Msg>>,
+    /// Registered when the log first opens, so the series exists at 0.
+    dropped: OnceLock<metrics::Counter>,
+}
+
+enum Msg {
+    Line(String),
+    /// Write to this from the next line on.
+    Output(Box<dyn Write + Send>),
+}
+
+/// Where the log goes, opened and ready to take lines: what a reload
+/// prepares before it commits, so an unwritable path fails the reload.
+pub struct Output(Box<dyn Write + Send>);
+
+impl Output {
+    /// Opens `path` for appending (a file is created if missing).
+    pub fn open(path: &LogPath) -> std::io::Result<Output> {
+        Ok(Output(match path {
+            LogPath::Stdout => Box::new(std::io::stdout()),
+            LogPath::Stderr => Box::new(std::io::stderr()),
+            LogPath::File(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+        }))
+    }
 }
 
 impl Default for AccessLog {
@@ -42,59 +79,59 @@ pub struct Entry<'a> {
 }
 
 impl AccessLog {
-    /// A log that discards everything.
+    /// A log that discards everything (until reconfigured).
     pub fn disabled() -> AccessLog {
         AccessLog {
-            tx: None,
-            dropped: metrics::Counter::noop(),
+            inner: Arc::new(Inner {
+                enabled: AtomicBool::new(false),
+                tx: OnceLock::new(),
+                dropped: OnceLock::new(),
+            }),
         }
     }
 
     /// Opens `path` (appending) and starts the writer thread.
     pub fn open(path: &LogPath) -> std::io::Result<AccessLog> {
-        let mut out: Box<dyn Write + Send> = match path {
-            LogPath::Stdout => Box::new(std::io::stdout()),
-            LogPath::Stderr => Box::new(std::io::stderr()),
-            LogPath::File(p) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
+        let log = AccessLog::disabled();
+        log.switch(Some(Output::open(path)?))?;
+        Ok(log)
+    }
+
+    /// From the next request on: lines go to `output`, or nowhere (`None`).
+    /// The writer thread starts the first time there is an output.
+    pub fn switch(&self, output: Option<Output>) -> std::io::Result<()> {
+        let Some(Output(out)) = output else {
+            self.inner.enabled.store(false, Ordering::Relaxed);
+            return Ok(());
         };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || {
-                let mut buf = std::io::BufWriter::new(&mut out);
-                while let Ok(line) = rx.recv() {
-                    let _ = buf.write_all(line.as_bytes());
-                    // Flush when the queue is momentarily empty: batches
-                    // under load, prompt lines when quiet.
-                    let mut more = true;
-                    while more {
-                        match rx.try_recv() {
-                            Ok(l) => {
-                                let _ = buf.write_all(l.as_bytes());
-                            }
-                            Err(_) => more = false,
-                        }
-                    }
-                    let _ = buf.flush();
-                }
-            })?;
-        Ok(AccessLog {
-            tx: Some(tx),
-            dropped: metrics::counter!("switchyard_access_log_dropped_total"),
-        })
+        match self.inner.tx.get() {
+            Some(tx) => {
+                // Only fails if the thread is gone; then nothing is logged.
+                let _ = tx.send(Msg::Output(out));
+            }
+            None => {
+                let tx = spawn_writer(out)?;
+                let _ = self.inner.tx.set(tx);
+            }
+        }
+        self.inner
+            .dropped
+            .get_or_init(|| metrics::counter!("switchyard_access_log_dropped_total"));
+        self.inner.enabled.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.inner.enabled.load(Ordering::Relaxed)
     }
 
     pub fn log(&self, e: &Entry<'_>) {
-        let Some(tx) = &self.tx else { return };
+        if !self.enabled() {
+            return;
+        }
+        let Some(tx) = self.inner.tx.get() else {
+            return;
+        };
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -115,8 +152,38 @@ impl AccessLog {
         });
         let mut text = line.to_string();
         text.push('\n');
-        if let Err(TrySendError::Full(_)) = tx.try_send(text) {
-            self.dropped.increment(1);
+        if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(text)) {
+            if let Some(dropped) = self.inner.dropped.get() {
+                dropped.increment(1);
+            }
         }
     }
+}
+
+/// The writer thread: lines to the current output, flushed when the queue
+/// is momentarily empty (batches under load, prompt lines when quiet).
+fn spawn_writer(first: Box<dyn Write + Send>) -> std::io::Result<SyncSender<Msg>> {
+    let (tx, rx) = sync_channel::<Msg>(QUEUE);
+    std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || {
+            let mut buf = std::io::BufWriter::new(first);
+            let take = |msg: Msg, buf: &mut std::io::BufWriter<Box<dyn Write + Send>>| match msg {
+                Msg::Line(line) => {
+                    let _ = buf.write_all(line.as_bytes());
+                }
+                Msg::Output(out) => {
+                    let _ = buf.flush();
+                    *buf = std::io::BufWriter::new(out);
+                }
+            };
+            while let Ok(msg) = rx.recv() {
+                take(msg, &mut buf);
+                while let Ok(more) = rx.try_recv() {
+                    take(more, &mut buf);
+                }
+                let _ = buf.flush();
+            }
+        })?;
+    Ok(tx)
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use switchyard_admin::AdminState;
-use switchyard_config::{Address, Config, LogPath};
+use switchyard_config::{Address, Config};
 use switchyard_control::Control;
 use switchyard_health::HealthChecks;
 use switchyard_proxy::{AccessLog, Shared};
@@ -74,14 +74,18 @@ async fn resolve(addr: &Address) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("{addr} resolves to no address"))
 }
 
-fn open_access_log(config: &Config) -> anyhow::Result<AccessLog> {
-    if !config.access_log.enabled {
-        return Ok(AccessLog::disabled());
-    }
-    AccessLog::open(&config.access_log.path).with_context(|| match &config.access_log.path {
-        LogPath::File(p) => format!("cannot open access log {}", p.display()),
-        _ => "cannot open access log".to_owned(),
-    })
+fn open_access_log(
+    config: &Config,
+    path: Option<&Path>,
+    source: Option<&switchyard_config::SourceMap>,
+) -> anyhow::Result<AccessLog> {
+    let origin = path.map_or_else(|| "<config>".to_owned(), |p| p.display().to_string());
+    let output =
+        switchyard_control::open_access_log(config, &origin, source).map_err(|e| anyhow!(e))?;
+    let log = AccessLog::disabled();
+    log.switch(output)
+        .context("cannot start the access log writer")?;
+    Ok(log)
 }
 
 /// Starts a balancer from an embedded config (reloads are refused).
@@ -125,7 +129,7 @@ pub async fn start_with(
 ) -> anyhow::Result<Running> {
     let prometheus = metrics_handle();
     let admin_bind = resolve(&config.admin.bind).await?;
-    let access_log = open_access_log(&config)?;
+    let access_log = open_access_log(&config, path.as_deref(), source)?;
     // The admin socket first: a clash there fails before any listener runs.
     let admin_sock = switchyard_proxy::bind(admin_bind)
         .with_context(|| format!("admin: cannot bind {}", config.admin.bind))?;

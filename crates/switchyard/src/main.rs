@@ -124,9 +124,19 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok(loaded) => {
             // The certificates as `run` and reload build them: a key that
             // does not match its certificate fails here, not at startup.
-            let tls = switchyard_proxy::tls::check_tls(&loaded, &path.display().to_string());
-            if !tls.is_empty() {
-                for e in &tls {
+            let origin = path.display().to_string();
+            let mut problems: Vec<String> = switchyard_proxy::tls::check_tls(&loaded, &origin)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            // The access log as `run` opens it (creating a missing file).
+            if let Err(e) =
+                switchyard_control::open_access_log(&loaded.config, &origin, Some(&loaded.source))
+            {
+                problems.push(e);
+            }
+            if !problems.is_empty() {
+                for e in &problems {
                     eprintln!("error: {e}");
                 }
                 return ExitCode::FAILURE;

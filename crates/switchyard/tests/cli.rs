@@ -44,7 +44,7 @@ async fn check_accepts_every_shipped_config() {
 }
 
 /// (file text, line and column of the fault, words the message must contain)
-const INVALID: [(&str, &str, &[&str]); 3] = [
+const INVALID: [(&str, &str, &[&str]); 4] = [
     (
         r#"admin: { bind: "127.0.0.1:0" }
 listeners:
@@ -94,6 +94,14 @@ target_groups:
 "#,
         "12:5",
         &["retires"],
+    ),
+    // Valid YAML, but `run` could not open the access log: `check` says so.
+    (
+        r#"admin: { bind: "127.0.0.1:0" }
+access_log: { path: no-such-dir/access.log }
+"#,
+        "2:15",
+        &["cannot open the access log", "no-such-dir/access.log"],
     ),
 ];
 
