@@ -646,3 +646,45 @@ async fn request_trailers_reach_the_target_without_framing_or_routing_fields() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_connect_that_times_out_is_a_504() {
+    // A listener that never accepts, its accept queue (backlog 1) filled:
+    // the kernel drops further SYNs, so a connect hangs until its timeout.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("socket: {e}"));
+    sock.bind(
+        "127.0.0.1:0"
+            .parse()
+            .unwrap_or_else(|e| panic!("addr: {e}")),
+    )
+    .unwrap_or_else(|e| panic!("bind: {e}"));
+    let full = sock.listen(1).unwrap_or_else(|e| panic!("listen: {e}"));
+    let addr = full.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => queued.push(s),
+            _ => break,
+        }
+    }
+    let lb = Cfg::new()
+        .listener("web", &forward_to("g"))
+        .group(
+            Group::new("g", &[addr]).with("timeouts: { connect: 300ms }\nretries: { attempts: 0 }"),
+        )
+        .start()
+        .await;
+    let started = Instant::now();
+    let res = must_get(&lb.url("/")).await;
+    assert_eq!(
+        (res.status, res.body.as_str()),
+        (504, "upstream timed out\n")
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(queued);
+}

@@ -371,9 +371,17 @@ pub fn forward<'a>(
                         target.upstream.error();
                         observe(&snap.groups[g], &target, true);
                         tracing::debug!(target = %target.label(), error = %e, "upstream connect failed");
-                        last_err = ProxyError::Connect {
-                            target: target.label().to_owned(),
-                            reason: e.to_string(),
+                        // A connect that timed out is an upstream timeout:
+                        // 504, as NGINX answers; refused or failed, 502.
+                        last_err = if matches!(e, pool::ConnectError::Timeout) {
+                            ProxyError::Timeout {
+                                target: target.label().to_owned(),
+                            }
+                        } else {
+                            ProxyError::Connect {
+                                target: target.label().to_owned(),
+                                reason: e.to_string(),
+                            }
                         };
                         drop(in_flight);
                         tried.push(target);
