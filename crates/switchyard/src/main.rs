@@ -101,9 +101,26 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     b.enable_all().build().context("cannot start the runtime")
 }
 
+/// `--log-format` as given: fatal errors follow it too.
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A fatal error on stderr: `error: ...` for people, or a JSON line like
+/// every other log line under `--log-format json`.
+fn report(message: &str) {
+    if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    JSON_ERRORS.store(
+        matches!(cli.log_format, LogFormat::Json),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Run { config, workers } => run(&config, workers),
@@ -113,7 +130,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -137,7 +154,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             }
             if !problems.is_empty() {
                 for e in &problems {
-                    eprintln!("error: {e}");
+                    report(&e.to_string());
                 }
                 return ExitCode::FAILURE;
             }
@@ -146,7 +163,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         Err(errors) => {
             for e in errors.iter() {
-                eprintln!("error: {e}");
+                report(&e.to_string());
             }
             ExitCode::FAILURE
         }
@@ -159,7 +176,7 @@ fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
         Ok(l) => l,
         Err(errors) => {
             for e in errors.iter() {
-                eprintln!("error: {e}");
+                report(&e.to_string());
             }
             anyhow::bail!("{}: invalid configuration", path.display());
         }

@@ -473,3 +473,29 @@ listeners:
     assert_eq!(p.exit().await.code(), Some(0), "{}", p.stderr_text());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn with_log_format_json_even_a_fatal_error_is_a_json_line() {
+    let dir = temp_dir("json-errors");
+    let (text, at, _) = INVALID[0];
+    let path = write(&dir, "bad.yaml", text);
+    let shown = path.to_string_lossy();
+    for args in [
+        ["--log-format", "json", "check", "-c", &shown],
+        ["--log-format", "json", "run", "-c", &shown],
+    ] {
+        let mut p = Proc::spawn(&args);
+        let status = p.exit().await;
+        let err = drain(&mut p.stderr).await;
+        assert_eq!(status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.trim().is_empty(), "{args:?}: nothing on stderr");
+        for line in err.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {line}"));
+            assert_eq!(v["level"], "ERROR", "{line}");
+        }
+        let located = format!("{shown}:{at}");
+        assert!(err.contains(&located), "{args:?}: {located} not in {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
