@@ -240,6 +240,19 @@ pub fn without_dot_segments(uri: &Uri) -> Option<Uri> {
 /// characters of a reg-name, an IPv4 address or a bracketed IPv6 literal,
 /// and a port. Empty is valid (a target without an authority).
 pub fn valid_host(v: &[u8]) -> bool {
+    // The port: digits only, at most 65535 (a colon inside an IPv6
+    // literal's brackets is not its start).
+    if let Some(i) = v.iter().rposition(|&b| b == b':') {
+        if !v[i..].contains(&b']') {
+            let port = &v[i + 1..];
+            let number = std::str::from_utf8(port)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok());
+            if !port.is_empty() && number.is_none() {
+                return false;
+            }
+        }
+    }
     v.iter().all(|&b| {
         b.is_ascii_alphanumeric()
             || matches!(

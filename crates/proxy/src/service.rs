@@ -245,6 +245,18 @@ fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
     if authority.is_some_and(|a| a.as_str().contains('@')) {
         return Some("userinfo in the request target");
     }
+    // An absolute-form target names an http(s) resource, or nothing we
+    // route (`foo://a/`).
+    if req
+        .uri()
+        .scheme_str()
+        .is_some_and(|s| !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https"))
+    {
+        return Some("request target scheme is not http or https");
+    }
+    if authority.is_some_and(|a| !crate::headers::valid_host(a.as_str().as_bytes())) {
+        return Some("invalid host in the request target");
+    }
     let missing = match req.version() {
         Version::HTTP_2 => first.is_none() && authority.is_none(),
         v => first.is_none() && v >= Version::HTTP_11,
