@@ -47,14 +47,20 @@ pub struct UpstreamBody {
     /// How long an abandoned body may take to finish in the background,
     /// and how long it may wait for its next bytes.
     linger: Duration,
-    /// When the current wait for the target began (`None`: not waiting).
-    waiting_since: Option<Instant>,
     /// Made on the first wait only: a body that arrives with its head, as
-    /// small ones do, costs no timer. Its deadline may lag behind the
-    /// current wait's; it is moved on when it fires, not on every wait.
-    stall: Option<Pin<Box<Sleep>>>,
+    /// small ones do, costs no timer and moves 8 bytes more.
+    stall: Option<Box<Stall>>,
     /// The target went silent: the connection is dropped, not lingered on.
     stalled: bool,
+}
+
+/// The wait for a target's next bytes.
+struct Stall {
+    /// When the current wait began (`None`: not waiting).
+    since: Option<Instant>,
+    /// Its deadline may lag behind the current wait's; it is moved on when
+    /// it fires, not on every wait.
+    sleep: Pin<Box<Sleep>>,
 }
 
 impl UpstreamBody {
@@ -65,7 +71,6 @@ impl UpstreamBody {
             _mark: mark,
             done: false,
             linger,
-            waiting_since: None,
             stall: None,
             stalled: false,
         };
@@ -84,17 +89,28 @@ impl UpstreamBody {
     /// Called while the body waits on the target: ready once that wait
     /// has lasted `linger`.
     fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let since = *self.waiting_since.get_or_insert_with(Instant::now);
-        let deadline = since + self.linger;
-        let sleep = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let linger = self.linger;
+        let stall = self.stall.get_or_insert_with(|| {
+            let now = Instant::now();
+            Box::new(Stall {
+                since: Some(now),
+                sleep: Box::pin(tokio::time::sleep_until(now + linger)),
+            })
+        });
+        let deadline = *stall.since.get_or_insert_with(Instant::now) + linger;
         loop {
-            ready!(sleep.as_mut().poll(cx));
-            if sleep.deadline() >= deadline {
+            ready!(stall.sleep.as_mut().poll(cx));
+            if stall.sleep.deadline() >= deadline {
                 return Poll::Ready(());
             }
-            sleep.as_mut().reset(deadline);
+            stall.sleep.as_mut().reset(deadline);
+        }
+    }
+
+    /// The target moved (sent bytes, or took upload ones): no wait now.
+    fn progressed(&mut self) {
+        if let Some(stall) = self.stall.as_mut() {
+            stall.since = None;
         }
     }
 
@@ -157,7 +173,7 @@ impl Body for ProxyBody {
                     Poll::Pending => {
                         if let Some(UpBody::H1(b)) = up.body.as_mut() {
                             if b.take_upload_progress() {
-                                up.waiting_since = None;
+                                up.progressed();
                             }
                         }
                         ready!(up.poll_stalled(cx));
@@ -174,7 +190,7 @@ impl Body for ProxyBody {
                     _ => {}
                 }
                 if polled.is_ready() {
-                    up.waiting_since = None;
+                    up.progressed();
                 }
                 polled
             }

@@ -29,6 +29,8 @@ pub struct Extras {
     pub upgrade: Option<crate::h1_server::OnUpgrade>,
     /// The client sent `te: trailers` (gRPC): restored for h2c targets.
     pub te_trailers: bool,
+    /// No Host and no authority (HTTP/1.0): HTTP/1.1 targets get theirs.
+    pub host_missing: bool,
 }
 
 /// The outcome of a forward: the response or error, and the group that
@@ -157,14 +159,16 @@ fn send(
 /// origin-form with Host; h2c carries the authority (the client's Host) as
 /// `:authority` instead of Host, and `te: trailers` back (gRPC requires it;
 /// it was stripped as hop-by-hop).
-fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool, target: &Target) {
+fn for_protocol(req: &mut Request<RequestBody>, h2: bool, extras: &Extras, target: &Target) {
     if !h2 {
         *req.version_mut() = Version::HTTP_11;
         // Every HTTP/1.1 request carries a Host (RFC 9112 3.2). None here:
         // shaped for h2c before (a request handed back unsent: the URI
         // has it), or an HTTP/1.0 client sent none (the target's address,
-        // as NGINX sends its upstream's).
-        if !req.headers().contains_key(http::header::HOST) {
+        // as NGINX sends its upstream's). Only those two look.
+        if (extras.host_missing || req.uri().authority().is_some())
+            && !req.headers().contains_key(http::header::HOST)
+        {
             let host = req.uri().authority().map_or(target.label(), |a| a.as_str());
             if let Ok(v) = http::HeaderValue::from_str(host) {
                 req.headers_mut().insert(http::header::HOST, v);
@@ -192,7 +196,7 @@ fn for_protocol(req: &mut Request<RequestBody>, h2: bool, te_trailers: bool, tar
             req.headers_mut().remove(http::header::HOST);
         }
     }
-    if te_trailers {
+    if extras.te_trailers {
         req.headers_mut()
             .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
     }
@@ -416,7 +420,7 @@ pub fn forward<'a>(
                         }
                     },
                 };
-                for_protocol(&mut req, h2, extras.te_trailers, &target);
+                for_protocol(&mut req, h2, &extras, &target);
                 send(sender, req, spec.timeouts.request, &target)
             }
             .await;

@@ -319,15 +319,16 @@ fn forward_split<'a>(
             .headers()
             .get(header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-        let extras = Extras {
+        let mut extras = Extras {
             upgrade: upgrade_to
                 .as_ref()
                 .and_then(|_| req.extensions_mut().remove::<crate::h1_server::OnUpgrade>()),
             te_trailers,
+            host_missing: false,
         };
         let (parts, body) = {
             let (mut parts, body) = req.into_parts();
-            prepare_request(
+            extras.host_missing = !prepare_request(
                 &mut parts.headers,
                 &mut parts.uri,
                 &mut parts.version,
