@@ -593,11 +593,11 @@ async fn a_whole_early_answer_still_gets_the_whole_body_to_the_target() {
 #[tokio::test]
 async fn an_early_answer_may_pause_while_its_target_reads_a_slow_upload() {
     // The head at once, the body only once the whole upload is in. The
-    // upload comes in pieces 200 ms apart, 1.6 s in all: the response waits
+    // upload comes in pieces 100 ms apart, 1.2 s in all: the response waits
     // more than the 500 ms request timeout, but the target never stops
     // reading for that long, so it is not stalled.
     const PIECE: usize = 1024;
-    const PIECES: usize = 8;
+    const PIECES: usize = 12;
     let up = raw_upstream(|mut s| async move {
         let Some(early) = read_head(&mut s).await else {
             return;
@@ -631,7 +631,7 @@ async fn an_early_answer_may_pause_while_its_target_reads_a_slow_upload() {
     );
     s.write_all(head.as_bytes()).await.unwrap();
     for _ in 0..PIECES {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         s.write_all(&[b'u'; PIECE]).await.unwrap();
     }
     let mut got = Vec::new();

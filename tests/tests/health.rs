@@ -430,9 +430,17 @@ async fn checks_of_an_http2_group_speak_h2c_to_targets_that_speak_nothing_else()
 #[tokio::test]
 async fn readyz_stays_200_for_a_target_added_after_start_however_late_it_is_first_asked() {
     let a = FakeUpstream::builder("a").start().await;
-    let r = start_balancer(&config(&[a.addr()], FAST_CHECKS, "")).await;
+    let b = FakeUpstream::builder("b").start().await;
+    // Group `slow` gives a hanging check 5 s before it counts as answered:
+    // time enough for the question below, however slow the machine.
+    let slow = format!(
+        "  - name: slow\n    targets: [ {{ address: \"{}\" }} ]\n    health_check: {{ path: /health, interval: 10s, timeout: 5s }}\n",
+        b.addr()
+    );
+    let r = start_balancer(&config(&[a.addr()], FAST_CHECKS, &slow)).await;
     // Started and checked, but /readyz not asked yet.
     wait_state(&r, a.addr(), "healthy", Duration::from_secs(5)).await;
+    wait_state(&r, b.addr(), "healthy", Duration::from_secs(5)).await;
     // A target whose checks hang joins through the API.
     let late = FakeUpstream::builder("late")
         .hang_health(true)
@@ -440,7 +448,7 @@ async fn readyz_stays_200_for_a_target_added_after_start_however_late_it_is_firs
         .await;
     let res = kit::request(
         "POST",
-        &admin(&r, "/api/v1/target-groups/g/targets"),
+        &admin(&r, "/api/v1/target-groups/slow/targets"),
         &[("content-type", "application/json")],
         format!("{{\"address\": \"{}\"}}", late.addr()),
     )

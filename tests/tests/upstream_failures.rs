@@ -443,26 +443,27 @@ async fn a_target_silent_in_the_middle_of_a_body_is_cut_after_the_request_timeou
 
 #[tokio::test]
 async fn a_body_that_keeps_coming_is_not_cut_however_long_it_takes() {
-    // Seven chunks 300 ms apart: 2.1 s in all, four times the request
-    // timeout, but no gap as long as it.
+    // Seven chunks 200 ms apart: 1.4 s in all, longer than the request
+    // timeout (1 s), but no gap near it. (A guard: it passed before the
+    // stall timer too; it fails if the timer counts the whole body.)
     const CHUNK: &[u8] = b"5\r\nhello\r\n";
     let slow = scripted_upstream(
         vec![
             (0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            (300, CHUNK),
-            (300, CHUNK),
-            (300, CHUNK),
-            (300, CHUNK),
-            (300, CHUNK),
-            (300, CHUNK),
-            (300, b"0\r\n\r\n"),
+            (200, CHUNK),
+            (200, CHUNK),
+            (200, CHUNK),
+            (200, CHUNK),
+            (200, CHUNK),
+            (200, CHUNK),
+            (200, b"0\r\n\r\n"),
         ],
         Duration::ZERO,
     )
     .await;
     let lb = Cfg::new()
         .listener("web", &forward_to("g"))
-        .group(Group::new("g", &[slow]).with("timeouts: { request: 500ms }"))
+        .group(Group::new("g", &[slow]).with("timeouts: { request: 1s }"))
         .start()
         .await;
     let res = TestClient::new()
@@ -506,6 +507,8 @@ async fn a_client_that_holds_back_its_body_gets_408_and_the_target_is_not_blamed
     assert_eq!((res.status, res.body.as_str()), (200, "up"));
 }
 
+/// A guard for the 408 rule: it passed before it, and fails if the rule
+/// blamed every timed-out upload on its client.
 #[tokio::test]
 async fn a_target_that_stops_reading_an_upload_is_still_a_504() {
     // Reads the head, then nothing, for 30 s: the upload backs up into
@@ -551,7 +554,7 @@ async fn a_target_that_stops_reading_an_upload_is_still_a_504() {
 
 #[tokio::test]
 async fn a_final_status_outside_200_to_599_is_a_502_for_every_client() {
-    // A 101 nobody asked for, a 100 as the last word, a status HTTP lacks.
+    // A 101 nobody asked for, a status HTTP lacks.
     for reply in [
         &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"[..],
         b"HTTP/1.1 600 Beyond\r\nContent-Length: 0\r\n\r\n",
@@ -647,6 +650,9 @@ async fn request_trailers_reach_the_target_without_framing_or_routing_fields() {
     }
 }
 
+// Linux drops SYNs to a listener whose accept queue is full; elsewhere the
+// connect may be refused instead.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_connect_that_times_out_is_a_504() {
     // A listener that never accepts, its accept queue (backlog 1) filled:

@@ -303,7 +303,8 @@ pub struct HealthCheck {
     pub protocol: CheckProtocol,
     /// An `http` check goes as h2c (prior knowledge): the group speaks
     /// HTTP/2 to its targets (`protocol: http2`), which may speak nothing
-    /// else (gRPC servers, NGINX's cleartext `http2` listeners).
+    /// else (gRPC servers, NGINX's cleartext `http2` listeners), and the
+    /// check goes to the traffic port (a `port` of its own is HTTP/1.1).
     pub h2c: bool,
     pub path: String,
     pub port: Option<u16>,

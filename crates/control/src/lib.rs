@@ -103,10 +103,9 @@ async fn resolve(addr: &Address) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr} resolves to no address"))
 }
 
-/// Opens the access log `config` asks for: `None` when it is off. The
-/// same for `check`, `run` and reload, so an unwritable path is an error
-/// placed at `access_log.path` before anything depends on it (`check`, as
-/// `nginx -t`, creates a missing file).
+/// Opens the access log `config` asks for: `None` when it is off. For
+/// `run` and reload, so an unwritable path is an error placed at
+/// `access_log.path` before anything depends on it.
 pub fn open_access_log(
     config: &Config,
     origin: &str,
@@ -117,19 +116,63 @@ pub fn open_access_log(
     }
     switchyard_proxy::access_log::Output::open(&config.access_log.path)
         .map(Some)
-        .map_err(|e| {
-            let what = match &config.access_log.path {
-                switchyard_config::LogPath::File(p) => p.display().to_string(),
-                other => format!("{other:?}"),
-            };
-            switchyard_config::ConfigError::at(
-                origin,
-                source,
-                "access_log.path",
-                format!("cannot open the access log {what}: {e}"),
-            )
-            .to_string()
-        })
+        .map_err(|e| access_log_error(config, origin, source, &e))
+}
+
+/// `check`'s look at the access log: an existing file must open for
+/// appending, a missing one needs its directory. Nothing is created:
+/// `check` may run as another user than `run` (an init container as root),
+/// and a file it made could then not be written.
+pub fn check_access_log(
+    config: &Config,
+    origin: &str,
+    source: Option<&switchyard_config::SourceMap>,
+) -> Result<(), String> {
+    let switchyard_config::LogPath::File(path) = &config.access_log.path else {
+        return Ok(());
+    };
+    if !config.access_log.enabled {
+        return Ok(());
+    }
+    let found = if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+    } else {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(std::io::Error::other(format!(
+                "{} is not a directory",
+                dir.display()
+            ))),
+            Err(e) => Err(e),
+        }
+    };
+    found.map_err(|e| access_log_error(config, origin, source, &e))
+}
+
+fn access_log_error(
+    config: &Config,
+    origin: &str,
+    source: Option<&switchyard_config::SourceMap>,
+    e: &std::io::Error,
+) -> String {
+    let what = match &config.access_log.path {
+        switchyard_config::LogPath::File(p) => p.display().to_string(),
+        other => format!("{other:?}"),
+    };
+    switchyard_config::ConfigError::at(
+        origin,
+        source,
+        "access_log.path",
+        format!("cannot open the access log {what}: {e}"),
+    )
+    .to_string()
 }
 
 /// Binds the listeners of `config` that are not already running (same
@@ -387,9 +430,9 @@ impl Control {
             .transpose()?;
         if loaded.config.workers != current.workers {
             tracing::warn!(
-                running = current.workers,
+                was = current.workers,
                 asked = loaded.config.workers,
-                "workers changed: it takes effect at the next start"
+                "workers changed in the file: it takes effect at the next start"
             );
         }
         if loaded.config.admin.bind != current.admin.bind {
@@ -411,12 +454,13 @@ impl Control {
         let st = &mut *guard;
         let merged = merge(&loaded.config, &st.api_added, &mut st.api_removed);
         self.apply(st, merged, bound, Some(tls))?;
+        st.yaml = loaded.config;
+        drop(guard);
         if let Some(output) = log {
             if let Err(e) = self.shared.access_log.switch(output) {
                 tracing::error!(error = %e, "cannot start the access log writer");
             }
         }
-        st.yaml = loaded.config;
         Ok(loaded.version)
     }
 
@@ -587,15 +631,16 @@ impl Control {
         }
         let label = addr.to_string();
         st.api_removed.retain(|(g, a)| !(g == group && *a == label));
-        let in_yaml = st
+        let yaml_weight = st
             .yaml
             .group(group)
-            .is_some_and(|g| g.targets.iter().any(|t| t.address == addr));
-        if !in_yaml {
+            .and_then(|g| g.targets.iter().find(|t| t.address == addr))
+            .map(|t| t.weight);
+        if yaml_weight.is_none() {
             st.api_added.push((
                 group.to_owned(),
                 TargetSpec {
-                    address: addr.clone(),
+                    address: addr,
                     weight,
                 },
             ));
@@ -608,14 +653,13 @@ impl Control {
         // revived with the state it had. The weight is the YAML's for a
         // target the YAML lists (it stays the source of that target).
         let snap = self.snapshot.load();
-        let grp = snap.groups.iter().find(|g| g.name() == group);
-        let state = grp
+        let state = snap
+            .groups
+            .iter()
+            .find(|g| g.name() == group)
             .and_then(|g| g.target(&label))
             .map_or(TargetState::Initial, |t| t.state());
-        let weight = grp
-            .and_then(|g| g.spec.targets.iter().find(|t| t.address == addr))
-            .map_or(weight, |t| t.weight);
-        Ok((state, weight))
+        Ok((state, yaml_weight.unwrap_or(weight)))
     }
 
     /// `DELETE /api/v1/target-groups/{group}/targets/{address}`: the target

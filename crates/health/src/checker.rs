@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use switchyard_config::{CheckProtocol, HealthCheck};
@@ -37,10 +37,11 @@ pub struct HealthChecks {
     /// Latched once every target of the first snapshot had its first
     /// check answered: readiness does not flap when targets are added later.
     ready: AtomicBool,
-    /// The checked targets of the first snapshot (by address of their
-    /// shared state): readiness waits for these only, whenever it is
-    /// asked, so a target added later never turns `/readyz` to 503.
-    initial: Mutex<Option<HashSet<usize>>>,
+    /// The checked targets of the first snapshot: readiness waits for
+    /// these only, whenever it is asked, so a target added later never
+    /// turns `/readyz` to 503. Weak: a removed one is not kept alive, and
+    /// its address cannot be taken for a later target's while it is held.
+    initial: Mutex<Option<Vec<Weak<Target>>>>,
 }
 
 impl HealthChecks {
@@ -87,7 +88,13 @@ impl HealthChecks {
         checkers.retain(|k, _| seen.contains(k));
         let mut initial = self.initial.lock().unwrap_or_else(|p| p.into_inner());
         if initial.is_none() {
-            *initial = Some(seen.into_iter().collect());
+            *initial = Some(
+                snap.groups
+                    .iter()
+                    .filter(|g| g.spec.health_check.protocol != CheckProtocol::None)
+                    .flat_map(|g| g.targets.iter().map(Arc::downgrade))
+                    .collect(),
+            );
         }
     }
 
@@ -99,8 +106,9 @@ impl HealthChecks {
             .clear();
     }
 
-    /// True once every target in `snap` that is checked has had its first
-    /// check answered (pass, fail or timeout); then stays true.
+    /// True once every checked target of the first snapshot that `snap`
+    /// still checks has had its first check answered (pass, fail or
+    /// timeout); then stays true.
     pub fn ready(&self, snap: &Snapshot) -> bool {
         if self.ready.load(Ordering::Relaxed) {
             return true;
@@ -110,13 +118,17 @@ impl HealthChecks {
             return false;
         };
         // Targets since added are not waited for; initial ones since
-        // removed are not in `snap` any more.
-        let done = snap.groups.iter().all(|g| {
-            g.spec.health_check.protocol == CheckProtocol::None
-                || g.targets
-                    .iter()
-                    .all(|t| !initial.contains(&(Arc::as_ptr(t) as usize)) || t.first_check_done())
-        });
+        // removed, or no longer checked, are not either.
+        let checked: HashSet<*const Target> = snap
+            .groups
+            .iter()
+            .filter(|g| g.spec.health_check.protocol != CheckProtocol::None)
+            .flat_map(|g| g.targets.iter().map(Arc::as_ptr))
+            .collect();
+        let done = initial
+            .iter()
+            .filter_map(Weak::upgrade)
+            .all(|t| !checked.contains(&Arc::as_ptr(&t)) || t.first_check_done());
         if done {
             self.ready.store(true, Ordering::Relaxed);
         }

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use switchyard_config::LogPath;
@@ -27,14 +27,33 @@ struct Inner {
     enabled: AtomicBool,
     /// The writer thread's queue, from the first time the log is on.
     tx: OnceLock<SyncSender<Msg>>,
+    /// A new output for the writer, taken between lines. Not sent through
+    /// the queue: a reload must never wait behind a full queue (a stalled
+    /// log pipe is just when an operator reloads).
+    next: Arc<NextOutput>,
     /// Registered when the log first opens, so the series exists at 0.
     dropped: OnceLock<metrics::Counter>,
 }
 
+#[derive(Default)]
+struct NextOutput {
+    pending: AtomicBool,
+    output: Mutex<Option<Box<dyn Write + Send>>>,
+}
+
+impl NextOutput {
+    fn take(&self) -> Option<Box<dyn Write + Send>> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        self.output.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 enum Msg {
     Line(String),
-    /// Write to this from the next line on.
-    Output(Box<dyn Write + Send>),
+    /// A new output waits in `NextOutput`.
+    Wake,
 }
 
 /// Where the log goes, opened and ready to take lines: what a reload
@@ -85,6 +104,7 @@ impl AccessLog {
             inner: Arc::new(Inner {
                 enabled: AtomicBool::new(false),
                 tx: OnceLock::new(),
+                next: Arc::default(),
                 dropped: OnceLock::new(),
             }),
         }
@@ -106,11 +126,15 @@ impl AccessLog {
         };
         match self.inner.tx.get() {
             Some(tx) => {
-                // Only fails if the thread is gone; then nothing is logged.
-                let _ = tx.send(Msg::Output(out));
+                let next = &self.inner.next;
+                *next.output.lock().unwrap_or_else(|p| p.into_inner()) = Some(out);
+                next.pending.store(true, Ordering::Release);
+                // A full queue needs no wake: the writer is busy and looks
+                // at `next` between batches anyway.
+                let _ = tx.try_send(Msg::Wake);
             }
             None => {
-                let tx = spawn_writer(out)?;
+                let tx = spawn_writer(out, Arc::clone(&self.inner.next))?;
                 let _ = self.inner.tx.set(tx);
             }
         }
@@ -161,26 +185,27 @@ impl AccessLog {
 }
 
 /// The writer thread: lines to the current output, flushed when the queue
-/// is momentarily empty (batches under load, prompt lines when quiet).
-fn spawn_writer(first: Box<dyn Write + Send>) -> std::io::Result<SyncSender<Msg>> {
+/// is momentarily empty (batches under load, prompt lines when quiet); a
+/// new output is taken up between batches.
+fn spawn_writer(
+    first: Box<dyn Write + Send>,
+    next: Arc<NextOutput>,
+) -> std::io::Result<SyncSender<Msg>> {
     let (tx, rx) = sync_channel::<Msg>(QUEUE);
     std::thread::Builder::new()
         .name("access-log".into())
         .spawn(move || {
             let mut buf = std::io::BufWriter::new(first);
-            let take = |msg: Msg, buf: &mut std::io::BufWriter<Box<dyn Write + Send>>| match msg {
-                Msg::Line(line) => {
-                    let _ = buf.write_all(line.as_bytes());
-                }
-                Msg::Output(out) => {
-                    let _ = buf.flush();
-                    *buf = std::io::BufWriter::new(out);
-                }
-            };
             while let Ok(msg) = rx.recv() {
-                take(msg, &mut buf);
-                while let Ok(more) = rx.try_recv() {
-                    take(more, &mut buf);
+                if let Some(out) = next.take() {
+                    let _ = buf.flush();
+                    buf = std::io::BufWriter::new(out);
+                }
+                let mut msg = Some(msg);
+                while let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) {
+                    if let Msg::Line(line) = m {
+                        let _ = buf.write_all(line.as_bytes());
+                    }
                 }
                 let _ = buf.flush();
             }

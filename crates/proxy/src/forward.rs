@@ -177,11 +177,16 @@ fn for_protocol(req: &mut Request<RequestBody>, h2: bool, extras: &Extras, targe
         return;
     }
     *req.version_mut() = Version::HTTP_2;
-    let authority = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    // The client's Host, or for a request without one (HTTP/1.0) the
+    // target's address, as towards HTTP/1.1 targets.
+    let host = if extras.host_missing {
+        Some(target.label())
+    } else {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    };
+    let authority = host.and_then(|h| h.parse::<http::uri::Authority>().ok());
     if let Some(authority) = authority {
         let mut parts = req.uri().clone().into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTP);

@@ -244,17 +244,34 @@ pub fn valid_host(v: &[u8]) -> bool {
     if !v.iter().all(|&b| HOST_BYTE[usize::from(b)]) {
         return false;
     }
-    // The port: digits only, at most 65535 (a colon inside an IPv6
-    // literal's brackets is not its start).
-    match v.iter().rposition(|&b| b == b':') {
-        Some(i) if !v[i..].contains(&b']') => {
-            let port = &v[i + 1..];
-            port.len() <= 5
-                && port.iter().all(u8::is_ascii_digit)
-                && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
+    // `[IPv6]` or a name / IPv4 address (no `:`, `[`, `]` in it), then
+    // `:port` if any: digits, at most 65535 (`a:b:80`, `a]b`, `[x`,
+    // `a:+80` are not hosts).
+    let port = if v.first() == Some(&b'[') {
+        let Some(end) = v.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        if v[1..end].contains(&b'[') {
+            return false;
         }
-        _ => true,
-    }
+        match &v[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => port,
+            _ => return false,
+        }
+    } else {
+        let (name, port) = match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i + 1..]),
+            None => (v, &[][..]),
+        };
+        if name.iter().any(|&b| b == b'[' || b == b']') {
+            return false;
+        }
+        port
+    };
+    port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
 }
 
 /// The bytes of `host[:port]`: a reg-name's (unreserved, pct-encoded,
@@ -349,42 +366,31 @@ pub fn prepare_request(
 /// read only the first `Cookie` line.
 fn join_cookie_crumbs(headers: &mut HeaderMap) {
     let mut crumbs = headers.get_all(header::COOKIE).iter();
-    if crumbs.next().is_none() || crumbs.next().is_none() {
-        return;
-    }
-    let mut joined = Vec::with_capacity(128);
-    for crumb in headers.get_all(header::COOKIE) {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b"; ");
-        }
-        joined.extend_from_slice(crumb.as_bytes());
-    }
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        headers.insert(header::COOKIE, v);
+    if crumbs.next().is_some() && crumbs.next().is_some() {
+        join_values(headers, &header::COOKIE, b"; ", None);
     }
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    let existing: Vec<&[u8]> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
-    if existing.is_empty() {
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        join_values(headers, &X_FORWARDED_FOR, b", ", Some(ip));
+    } else {
         headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
-        return;
     }
-    let mut joined = Vec::with_capacity(64);
-    for part in existing {
+}
+
+/// Replaces every `name` field by one: their values joined by `sep`, and
+/// `last` after them.
+fn join_values(headers: &mut HeaderMap, name: &HeaderName, sep: &[u8], last: Option<&HeaderValue>) {
+    let mut joined = Vec::with_capacity(128);
+    for part in headers.get_all(name).iter().chain(last) {
         if !joined.is_empty() {
-            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(sep);
         }
-        joined.extend_from_slice(part);
+        joined.extend_from_slice(part.as_bytes());
     }
-    joined.extend_from_slice(b", ");
-    joined.extend_from_slice(ip.as_bytes());
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        headers.insert(name.clone(), v);
     }
 }
 
@@ -408,6 +414,37 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_host_and_port() {
+        for ok in [
+            "a.test",
+            "a.test:80",
+            "a.test:",
+            "127.0.0.1:65535",
+            "[::1]",
+            "[::1]:80",
+            "",
+            "xn--bcher-kva.test",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "a.test:65536",
+            "a.test:+80",
+            "a:b:80",
+            "a]b",
+            "[x",
+            "[::1]x",
+            "a b",
+            "a@b",
+            "a/b",
+            "a?b",
+            "[[::1]]",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
 
     #[test]
     fn dot_segments_are_resolved_and_other_paths_left_alone() {

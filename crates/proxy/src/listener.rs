@@ -112,16 +112,17 @@ fn h2_builder() -> http2::Builder<TokioExecutor> {
         // What a stream may queue towards a client that reads slower than
         // its target answers. hyper's 400 KiB default made a connection's
         // 256 streams of large downloads hold about 100 MiB (measured: 483
-        // MiB for 4 such connections); the connection window already caps
-        // what uploads can queue (1 MiB a connection).
+        // MiB for 4 such connections); the connection window caps what
+        // uploads can queue (below).
         .max_send_buf_size(H2_SEND_BUFFER)
         // A stream's upload waits in the balancer when its target stops
         // reading, and holds its share of the connection's window until
         // then. hyper's default gives one stream the whole window (1 MiB
         // each), so one target that stops reading stalled every other
         // upload of that client connection. Here it takes 16 such streams
-        // (as Envoy's edge settings); a connection still queues at most
-        // 4 MiB.
+        // (the 1:16 ratio of Envoy's edge settings, which use 64 KiB and
+        // 1 MiB). The price: a connection may queue 4 MiB of uploads, not
+        // 1 MiB.
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(16 * H2_STREAM_WINDOW);
     h2

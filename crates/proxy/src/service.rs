@@ -224,14 +224,13 @@ pub fn handle(
     }
 }
 
-/// Exactly one Host header, or none on HTTP/1.0 (RFC 9112 3.2). Also for
-/// absolute-form requests: 3.2 asks it of every HTTP/1.1 request, even
-/// though the request-target's host is then the one used (3.2.2).
 /// Why the request's host is not one routing can trust, if it is not
 /// (RFC 9112 3.2, RFC 9113 8.3.1, RFC 9110 4.2.4): more than one Host; none
 /// on HTTP/1.1, or neither Host nor `:authority` on HTTP/2; a Host value
 /// that is not `host[:port]` (`a@b`, `a/b`, `a?b` read as other hosts by
-/// URL parsers behind us); userinfo in the request target.
+/// URL parsers behind us); userinfo in the request target. One Host is
+/// asked of absolute-form HTTP/1.1 requests too (3.2), though the target's
+/// host is then the one used (3.2.2).
 fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let first = hosts.next();
@@ -242,9 +241,6 @@ fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
         return Some("invalid host");
     }
     let authority = req.uri().authority();
-    if authority.is_some_and(|a| a.as_str().contains('@')) {
-        return Some("userinfo in the request target");
-    }
     // An absolute-form target names an http(s) resource, or nothing we
     // route (`foo://a/`).
     if req
@@ -254,6 +250,7 @@ fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
     {
         return Some("request target scheme is not http or https");
     }
+    // Userinfo (`http://x@a/`) included: RFC 9110 4.2.4.
     if authority.is_some_and(|a| !crate::headers::valid_host(a.as_str().as_bytes())) {
         return Some("invalid host in the request target");
     }

@@ -139,9 +139,16 @@ target_groups:
     assert_eq!(t.health_check.timeout, Duration::from_secs(5));
     let h = &c.target_groups[1];
     assert_eq!(h.health_check.protocol, CheckProtocol::Http);
-    // An http2 group's checks speak its protocol.
+    // An http2 group's checks speak its protocol on the traffic port.
     assert!(h.health_check.h2c);
     assert!(!t.health_check.h2c);
+    let c = parse_ok(&yaml(
+        "target_groups:\n  - { name: m, protocol: http2, health_check: { port: 9090 } }\n",
+    ));
+    assert!(
+        !c.target_groups[0].health_check.h2c,
+        "a management port is HTTP/1.1"
+    );
     assert_eq!(h.health_check.healthy_threshold, 1);
     assert_eq!(h.health_check.unhealthy_threshold, 3);
     assert_eq!(

@@ -111,6 +111,9 @@ pub(crate) fn health_check(
         );
     }
     check.port = raw.port;
+    // Another port is a management endpoint, which speaks HTTP/1.1 (an
+    // actuator, a metrics port) even where the traffic port is h2c only.
+    check.h2c = check.h2c && check.port.is_none();
     if let Some(host) = &raw.host {
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
             ctx.error(
