@@ -58,20 +58,36 @@ pub struct UpstreamBody {
 struct Stall {
     /// When the current wait began (`None`: not waiting).
     since: Option<Instant>,
-    /// Its deadline may lag behind the current wait's; it is moved on when
-    /// it fires, not on every wait.
-    sleep: Pin<Box<Sleep>>,
+    /// Made on the first wait. Its deadline may lag behind the current
+    /// wait's; it is moved on when it fires, not on every wait.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The request's upload, if it had one: its progress is the target's.
+    upload: Option<Arc<ClientWait>>,
 }
 
 impl UpstreamBody {
-    pub fn new(body: UpBody, in_flight: InFlight, mark: RequestMark, linger: Duration) -> Self {
+    pub fn new(
+        body: UpBody,
+        in_flight: InFlight,
+        mark: RequestMark,
+        linger: Duration,
+        upload: Option<Arc<ClientWait>>,
+    ) -> Self {
         let mut up = UpstreamBody {
             body: Some(body),
             in_flight,
             _mark: mark,
             done: false,
             linger,
-            stall: None,
+            // An upload's watch is kept from the start (such requests pay
+            // this box); others only once they wait.
+            stall: upload.map(|w| {
+                Box::new(Stall {
+                    since: None,
+                    sleep: None,
+                    upload: Some(w),
+                })
+            }),
             stalled: false,
         };
         up.done = up.is_end_stream();
@@ -89,21 +105,26 @@ impl UpstreamBody {
     /// Called while the body waits on the target: ready once that wait
     /// has lasted `linger`.
     fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let linger = self.linger;
         let stall = self.stall.get_or_insert_with(|| {
-            let now = Instant::now();
             Box::new(Stall {
-                since: Some(now),
-                sleep: Box::pin(tokio::time::sleep_until(now + linger)),
+                since: None,
+                sleep: None,
+                upload: None,
             })
         });
-        let deadline = *stall.since.get_or_insert_with(Instant::now) + linger;
+        if stall.upload.as_ref().is_some_and(|w| w.take_moved()) {
+            stall.since = None;
+        }
+        let deadline = *stall.since.get_or_insert_with(Instant::now) + self.linger;
+        let sleep = stall
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         loop {
-            ready!(stall.sleep.as_mut().poll(cx));
-            if stall.sleep.deadline() >= deadline {
+            ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= deadline {
                 return Poll::Ready(());
             }
-            stall.sleep.as_mut().reset(deadline);
+            sleep.as_mut().reset(deadline);
         }
     }
 
@@ -171,11 +192,6 @@ impl Body for ProxyBody {
                     Poll::Ready(None) => up.finish(),
                     Poll::Ready(Some(Ok(_))) if up.is_end_stream() => up.finish(),
                     Poll::Pending => {
-                        if let Some(UpBody::H1(b)) = up.body.as_mut() {
-                            if b.take_upload_progress() {
-                                up.progressed();
-                            }
-                        }
                         ready!(up.poll_stalled(cx));
                         up.stalled = true;
                         tracing::warn!(
@@ -229,15 +245,26 @@ fn clean_trailers<E>(
     polled
 }
 
-/// Whether an upload is waiting on its client, as last seen when it was
-/// polled: a request that times out while its client holds back the body
-/// is the client's fault (408), not the target's.
+/// An upload as last seen when it was polled. Waiting on its client: a
+/// request that times out then is the client's fault (408), not the
+/// target's. Moved (a frame taken): the target is reading, as both
+/// upstream clients take the next frame only once the last is written
+/// (HTTP/1.1) or the target has granted window (HTTP/2), so a response
+/// body waiting meanwhile is not a stalled target.
 #[derive(Debug, Default)]
-pub struct ClientWait(AtomicBool);
+pub struct ClientWait {
+    waiting: AtomicBool,
+    moved: AtomicBool,
+}
 
 impl ClientWait {
     pub fn waiting(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Whether the upload moved since the last call.
+    fn take_moved(&self) -> bool {
+        self.moved.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -261,7 +288,7 @@ impl RequestBody {
     /// if the client's body has nothing more at hand either.
     pub fn not_waiting_on_client(&self) {
         if let RequestBody::Watched(_, wait) = self {
-            wait.0.store(false, Ordering::Relaxed);
+            wait.waiting.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -286,7 +313,10 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Watched(b, wait) => {
                 let polled = Pin::new(&mut **b).poll_frame(cx);
-                wait.0.store(polled.is_pending(), Ordering::Relaxed);
+                wait.waiting.store(polled.is_pending(), Ordering::Relaxed);
+                if let Poll::Ready(Some(Ok(_))) = &polled {
+                    wait.moved.store(true, Ordering::Relaxed);
+                }
                 polled
             }
             RequestBody::Client(b) => {

@@ -565,7 +565,13 @@ pub fn forward<'a>(
                         // treat it as a protocol error).
                         parts.headers.remove(http::header::CONTENT_LENGTH);
                     }
-                    let body = UpstreamBody::new(body, in_flight, mark, spec.timeouts.request);
+                    let body = UpstreamBody::new(
+                        body,
+                        in_flight,
+                        mark,
+                        spec.timeouts.request,
+                        client_wait.clone(),
+                    );
                     return Forwarded {
                         result: Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
                         group: g,

@@ -444,7 +444,6 @@ impl Conn {
             state,
             keep_alive,
             upload: None,
-            upload_moved: false,
         });
         *resp.status_mut() = status;
         *resp.version_mut() = version;
@@ -791,9 +790,6 @@ pub struct Body {
     /// The rest of a request body still going out after an early 2xx
     /// answer, written as this body is polled.
     upload: Option<Box<Upload>>,
-    /// The upload wrote bytes since `take_upload_progress` last asked: the
-    /// target is reading, so it is not stalled even if it is not writing.
-    upload_moved: bool,
 }
 
 /// A request body's remainder on its way out while the answer streams back.
@@ -869,7 +865,6 @@ impl Body {
                 match tokio::io::AsyncWrite::poll_write(Pin::new(&mut conn.io), cx, &up.out) {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         up.out.drain(..n);
-                        self.upload_moved = true;
                         continue;
                     }
                     Poll::Ready(_) => break Ok(()),
@@ -892,11 +887,6 @@ impl Body {
         self.upload = None;
         self.keep_alive = false;
         ended
-    }
-
-    /// Whether the upload moved since the last call.
-    pub fn take_upload_progress(&mut self) -> bool {
-        std::mem::take(&mut self.upload_moved)
     }
 
     /// Whether the connection could be reused once the body is read.
