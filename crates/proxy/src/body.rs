@@ -46,7 +46,7 @@ pub struct UpstreamBody {
     done: bool,
     /// How long an abandoned body may take to finish in the background,
     /// and how long it may wait for its next bytes.
-    linger: Duration,
+    linger_ms: u32,
     /// Made on the first wait only: a body that arrives with its head, as
     /// small ones do, costs no timer and moves 8 bytes more.
     stall: Option<Box<Stall>>,
@@ -78,7 +78,9 @@ impl UpstreamBody {
             in_flight,
             _mark: mark,
             done: false,
-            linger,
+            // Milliseconds in 4 bytes, not a 16-byte Duration: every
+            // response moves this struct several times.
+            linger_ms: u32::try_from(linger.as_millis()).unwrap_or(u32::MAX),
             // An upload's watch is kept from the start (such requests pay
             // this box); others only once they wait.
             stall: upload.map(|w| {
@@ -102,9 +104,14 @@ impl UpstreamBody {
         }
     }
 
+    fn linger(&self) -> Duration {
+        Duration::from_millis(u64::from(self.linger_ms))
+    }
+
     /// Called while the body waits on the target: ready once that wait
     /// has lasted `linger`.
     fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let linger = self.linger();
         let stall = self.stall.get_or_insert_with(|| {
             Box::new(Stall {
                 since: None,
@@ -115,7 +122,7 @@ impl UpstreamBody {
         if stall.upload.as_ref().is_some_and(|w| w.take_moved()) {
             stall.since = None;
         }
-        let deadline = *stall.since.get_or_insert_with(Instant::now) + self.linger;
+        let deadline = *stall.since.get_or_insert_with(Instant::now) + linger;
         let sleep = stall
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -154,7 +161,7 @@ impl Drop for UpstreamBody {
             // Dropped with `body`: the connection closes.
         } else if let Some(UpBody::H1(body)) = self.body.take() {
             let target = Arc::clone(self.in_flight.target());
-            pool::linger(target, None, Some(body), self.linger);
+            pool::linger(target, None, Some(body), self.linger());
         }
     }
 }
@@ -196,7 +203,7 @@ impl Body for ProxyBody {
                         up.stalled = true;
                         tracing::warn!(
                             target = %up.in_flight.target().label(),
-                            after = ?up.linger,
+                            after = ?up.linger(),
                             "target sent nothing for timeouts.request in the middle of a response body; cut"
                         );
                         return Poll::Ready(Some(Err(BodyError::from(

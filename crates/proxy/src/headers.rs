@@ -240,43 +240,46 @@ pub fn without_dot_segments(uri: &Uri) -> Option<Uri> {
 /// characters of a reg-name, an IPv4 address or a bracketed IPv6 literal,
 /// and a port. Empty is valid (a target without an authority).
 pub fn valid_host(v: &[u8]) -> bool {
-    // Every request's Host goes through here: a table, not a match.
-    if !v.iter().all(|&b| HOST_BYTE[usize::from(b)]) {
-        return false;
+    // Every request's Host comes here: one pass over a table. A name or
+    // IPv4 address (no `:`, `[`, `]` in it), then `:port` if any.
+    if v.first() == Some(&b'[') {
+        return valid_ip_literal(v);
     }
-    // `[IPv6]` or a name / IPv4 address (no `:`, `[`, `]` in it), then
-    // `:port` if any: digits, at most 65535 (`a:b:80`, `a]b`, `[x`,
-    // `a:+80` are not hosts).
-    let port = if v.first() == Some(&b'[') {
-        let Some(end) = v.iter().position(|&b| b == b']') else {
-            return false;
-        };
-        if v[1..end].contains(&b'[') {
-            return false;
-        }
-        match &v[end + 1..] {
-            [] => return true,
-            [b':', port @ ..] => port,
-            _ => return false,
-        }
-    } else {
-        let (name, port) = match v.iter().position(|&b| b == b':') {
-            Some(i) => (&v[..i], &v[i + 1..]),
-            None => (v, &[][..]),
-        };
-        if name.iter().any(|&b| b == b'[' || b == b']') {
-            return false;
-        }
-        port
-    };
-    port.len() <= 5
-        && port.iter().all(u8::is_ascii_digit)
-        && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
+    match v.iter().position(|&b| !NAME_BYTE[usize::from(b)]) {
+        None => true,
+        Some(i) => v[i] == b':' && valid_port(&v[i + 1..]),
+    }
 }
 
-/// The bytes of `host[:port]`: a reg-name's (unreserved, pct-encoded,
-/// sub-delims), an IPv6 literal's brackets and colons.
-static HOST_BYTE: [bool; 256] = {
+/// `[IPv6]` with an optional `:port` (rare: a path of its own).
+fn valid_ip_literal(v: &[u8]) -> bool {
+    let Some(end) = v.iter().position(|&b| b == b']') else {
+        return false;
+    };
+    let inside = &v[1..end];
+    if !inside
+        .iter()
+        .all(|&b| b == b':' || NAME_BYTE[usize::from(b)])
+    {
+        return false;
+    }
+    match &v[end + 1..] {
+        [] => true,
+        [b':', port @ ..] => valid_port(port),
+        _ => false,
+    }
+}
+
+/// Digits, at most 65535 (empty is allowed: `host:`). `+80` is not.
+fn valid_port(p: &[u8]) -> bool {
+    p.len() <= 5
+        && p.iter().all(u8::is_ascii_digit)
+        && p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
+}
+
+/// The bytes of a reg-name or IPv4 address: unreserved, pct-encoded,
+/// sub-delims (RFC 3986 3.2.2).
+static NAME_BYTE: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -299,9 +302,6 @@ static HOST_BYTE: [bool; 256] = {
                     | b','
                     | b';'
                     | b'='
-                    | b':'
-                    | b'['
-                    | b']'
             );
         b += 1;
     }
@@ -372,10 +372,12 @@ fn join_cookie_crumbs(headers: &mut HeaderMap) {
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    if headers.contains_key(&X_FORWARDED_FOR) {
-        join_values(headers, &X_FORWARDED_FOR, b", ", Some(ip));
-    } else {
-        headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
+    // One lookup (its name is hashed byte by byte) in the usual case.
+    match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(e) => {
+            e.insert(ip.clone());
+        }
+        header::Entry::Occupied(_) => join_values(headers, &X_FORWARDED_FOR, b", ", Some(ip)),
     }
 }
 

@@ -94,6 +94,7 @@ pub struct ListenerTable {
 
 impl ListenerTable {
     /// First matching route, in order.
+    #[inline]
     pub fn route(&self, req: &RequestInfo<'_>) -> Option<&Route> {
         self.routes.iter().find(|r| r.matcher.matches(req))
     }
@@ -246,6 +247,7 @@ impl Snapshot {
     }
 
     /// Index of the listener called `name` in `listeners`.
+    #[inline]
     pub fn listener_index(&self, name: &str) -> Option<usize> {
         self.listeners.iter().position(|l| l.spec.name == name)
     }
