@@ -462,3 +462,93 @@ async fn http2_cookie_crumbs_reach_an_http1_target_as_one_cookie() {
     let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
     assert_eq!(cookies, ["a=1; b=2"]);
 }
+
+/// A body fed through a channel: each message one data frame; the end
+/// when the sender drops.
+struct ChanBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChanBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// An h2c target that answers at once (the head), reads the whole upload,
+/// and only then sends its body: `read N` (as a gRPC server summing a
+/// client stream).
+async fn answers_after_reading() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    tokio::spawn(async move {
+                        let got = req.into_body().collect().await.map(|b| b.to_bytes().len());
+                        let _ = tx
+                            .send(Bytes::from(format!("read {}", got.unwrap_or(0))))
+                            .await;
+                    });
+                    Ok::<_, Infallible>(http::Response::new(ChanBody(rx)))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_h2c_target_reading_a_long_upload_is_not_cut_as_silent() {
+    // The target's head comes at once and its body only after the upload,
+    // which the client streams for 1.2 s: longer than the request timeout
+    // (500 ms) with no answer bytes, but the target reads all along.
+    let up = answers_after_reading().await;
+    let groups = format!(
+        "  - name: g\n    protocol: http2\n    health_check: {{ protocol: none }}\n    timeouts: {{ request: 500ms }}\n    targets: [ {{ address: \"{up}\" }} ]\n"
+    );
+    let routes = "      - name: all\n        forward: { target_group: g }\n";
+    let lb = start_balancer(&yaml(&groups, routes)).await;
+    let stream = TcpStream::connect(lb.addr("web").unwrap()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let req = http::Request::post(format!("http://{}/sum", lb.addr("web").unwrap()))
+        .body(ChanBody(rx))
+        .unwrap();
+    let feeder = tokio::spawn(async move {
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if tx.send(Bytes::from_static(&[b'u'; 1024])).await.is_err() {
+                return;
+            }
+        }
+    });
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("no answer head")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("answer body hung")
+        .expect("answer body cut");
+    assert_eq!(body.to_bytes(), Bytes::from("read 12288"));
+    feeder.await.unwrap();
+}
