@@ -258,7 +258,7 @@ async fn ambiguous_or_missing_host_gets_400() {
     // A Host that is not host[:port], or userinfo in the target: URL
     // parsers behind us read `x@internal.test` as internal.test, and
     // `evil.test/.example.test` as evil.test, while routing saw another.
-    let cases: [&[u8]; 14] = [
+    let cases: [&[u8]; 16] = [
         b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a.test\r\nhost: a.test\r\n\r\n",
         b"GET / HTTP/1.1\r\nX-No-Host: 1\r\n\r\n",
@@ -273,6 +273,8 @@ async fn ambiguous_or_missing_host_gets_400() {
         b"GET / HTTP/1.1\r\nHost: a.test:8o\r\n\r\n",
         b"GET foo://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
         b"GET http://a.test:99999/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: \r\n\r\n",
     ];
     for bytes in cases {
         let res = exchange(&lb, bytes).await;

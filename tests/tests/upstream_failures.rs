@@ -694,3 +694,26 @@ async fn a_connect_that_times_out_is_a_504() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(queued);
 }
+
+#[tokio::test]
+async fn a_408_says_connection_close_whatever_the_target_speaks() {
+    // The stalled upload is held by the HTTP/2 client towards an h2c
+    // target: the 408 must still announce the close that follows.
+    let up = upstream("up").await;
+    let lb = Cfg::new()
+        .listener("web", &forward_to("g"))
+        .group(Group::new("g", &[up.addr()]).with("protocol: http2\ntimeouts: { request: 500ms }"))
+        .start()
+        .await;
+    let got = switchyard_testkit::raw_exchange(
+        lb.listen_addr(),
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(
+        got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
+}

@@ -144,14 +144,7 @@ pub fn check_access_log(
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(std::io::Error::other(format!(
-                "{} is not a directory",
-                dir.display()
-            ))),
-            Err(e) => Err(e),
-        }
+        switchyard_proxy::access_log::can_create_in(dir)
     };
     found.map_err(|e| access_log_error(config, origin, source, &e))
 }

@@ -76,6 +76,20 @@ impl Output {
     }
 }
 
+/// Whether this process may create a file in `dir` (what `run` will do
+/// with a missing access log); `check` asks without creating anything.
+pub fn can_create_in(dir: &std::path::Path) -> std::io::Result<()> {
+    use rustix::fs::{access, Access};
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    access(dir, Access::WRITE_OK | Access::EXEC_OK).map_err(std::io::Error::from)
+}
+
 impl Default for AccessLog {
     fn default() -> AccessLog {
         AccessLog::disabled()

@@ -238,8 +238,12 @@ pub fn without_dot_segments(uri: &Uri) -> Option<Uri> {
 
 /// Whether a Host value is `host[:port]` as RFC 9110 7.2 has it: the
 /// characters of a reg-name, an IPv4 address or a bracketed IPv6 literal,
-/// and a port. Empty is valid (a target without an authority).
+/// and a port. Not empty: an http URI has a host (RFC 9110 4.2.1), and
+/// NGINX refuses an empty Host too.
 pub fn valid_host(v: &[u8]) -> bool {
+    if v.is_empty() || v[0] == b':' {
+        return false;
+    }
     // Every request's Host comes here: one pass over a table. A name or
     // IPv4 address (no `:`, `[`, `]` in it), then `:port` if any.
     if v.first() == Some(&b'[') {
@@ -426,12 +430,13 @@ mod tests {
             "127.0.0.1:65535",
             "[::1]",
             "[::1]:80",
-            "",
             "xn--bcher-kva.test",
         ] {
             assert!(valid_host(ok.as_bytes()), "{ok}");
         }
         for bad in [
+            "",
+            ":80",
             "a.test:65536",
             "a.test:+80",
             "a:b:80",

@@ -281,6 +281,7 @@ fn forward_split<'a>(
 > + 'a {
     async move {
         let id = request_id(req.headers());
+        let http1 = req.version() <= Version::HTTP_11;
         let now = split.sticky.as_ref().map(|_| SystemTime::now());
         let sticky = now.and_then(|now| split.sticky_group(req.headers(), now));
         let (group, set_cookie) = match sticky {
@@ -357,7 +358,15 @@ fn forward_split<'a>(
         .await;
         let mut resp = result.unwrap_or_else(|e| {
             tracing::debug!(error = %e, "request failed");
-            e.into_response()
+            let client_stalled = matches!(e, ProxyError::ClientTimeout);
+            let mut resp = e.into_response();
+            if client_stalled && http1 {
+                // The rest of the body will not be read: the connection
+                // closes after this, and says so (whoever holds the body).
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         });
         if set_cookie {
             // The cookie names the group the split chose, even when failover
