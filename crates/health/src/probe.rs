@@ -188,7 +188,7 @@ impl Prober {
             Err(e) => return Outcome::Error(e.to_string()),
         };
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = match http2::Builder::new(TokioExecutor::new())
+        let (sender, conn) = match http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))
             .await
@@ -199,11 +199,8 @@ impl Prober {
         let task = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let conn = H2Conn {
-            sender: sender.clone(),
-            task,
-        };
-        match h2_get(&mut sender, uri).await {
+        let mut conn = H2Conn { sender, task };
+        match h2_get(&mut conn.sender, uri).await {
             Ok(status) => {
                 self.h2 = Some(conn);
                 judge(spec, status)

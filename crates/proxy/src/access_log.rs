@@ -124,13 +124,6 @@ impl AccessLog {
         }
     }
 
-    /// Opens `path` (appending) and starts the writer thread.
-    pub fn open(path: &LogPath) -> std::io::Result<AccessLog> {
-        let log = AccessLog::disabled();
-        log.switch(Some(Output::open(path)?))?;
-        Ok(log)
-    }
-
     /// From the next request on: lines go to `output`, or nowhere (`None`).
     /// The writer thread starts the first time there is an output.
     pub fn switch(&self, output: Option<Output>) -> std::io::Result<()> {

@@ -321,8 +321,7 @@ impl Conn {
             // reused (its end is not known here).
             let uploading = streaming_back && !early && !(sending.done && out.is_empty());
             let complete = !early && !uploading && sending.complete;
-            let connect = parts.method == Method::CONNECT;
-            match self.read_head(head_request, complete, heard, connect).await {
+            match self.read_head(head_request, complete, heard).await {
                 Ok(mut resp) => {
                     if uploading {
                         resp.body_mut().upload = Some(Box::new(Upload { sending, body, out }));
@@ -348,7 +347,6 @@ impl Conn {
         head_request: bool,
         request_complete: bool,
         mut heard: bool,
-        connect: bool,
     ) -> Result<Response<Body>, HeadError> {
         loop {
             if !self.buf.is_empty() {
@@ -362,7 +360,7 @@ impl Conn {
                     }
                     Some(head) => {
                         self.buf.advance(head.len);
-                        return self.response(head, head_request, request_complete, connect);
+                        return self.response(head, head_request, request_complete);
                     }
                     None if self.buf.len() >= MAX_HEAD => {
                         return Err(HeadError::Failed("response head too large".into()));
@@ -385,7 +383,6 @@ impl Conn {
         head: Head,
         head_request: bool,
         request_complete: bool,
-        connect: bool,
     ) -> Result<Response<Body>, HeadError> {
         let Head {
             status,
@@ -399,11 +396,6 @@ impl Conn {
         let state = if status == StatusCode::SWITCHING_PROTOCOLS {
             keep_alive = false;
             BodyState::Upgrade
-        } else if connect && status.is_success() {
-            // A tunnel would begin here (RFC 9112 6.3 rule 2); we carry
-            // none, and the connection is never reused.
-            keep_alive = false;
-            BodyState::Done
         } else if head_request
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -599,18 +591,13 @@ pub(crate) fn push_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderVal
 fn encode_head(parts: &http::request::Parts, framing: ReqFraming, out: &mut Vec<u8>) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
-    if parts.method == Method::CONNECT {
-        if let Some(a) = parts.uri.authority() {
-            out.extend_from_slice(a.as_str().as_bytes());
-        }
+    // Origin-form only: CONNECT never gets here (the service answers 405).
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
     } else {
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        out.extend_from_slice(if target.is_empty() {
-            b"/"
-        } else {
-            target.as_bytes()
-        });
-    }
+        target.as_bytes()
+    });
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
         // Framing is ours to decide (below): a client's `5, 5`, two

@@ -460,8 +460,6 @@ fn head_may_end(bytes: &[u8]) -> bool {
         .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n')))
 }
 
-/// Reads the next request head, parses it and sets the connection up for
-/// its body.
 /// How long a keep-alive connection with no request under way may still
 /// send one after a graceful stop (answered with `Connection: close`).
 pub(crate) const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -490,6 +488,8 @@ where
     }
 }
 
+/// Reads the next request head, parses it and sets the connection up for
+/// its body.
 async fn read_head<T>(link: &Link<T>, state: &ConnState) -> HeadRead
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,

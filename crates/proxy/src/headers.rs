@@ -241,13 +241,12 @@ pub fn without_dot_segments(uri: &Uri) -> Option<Uri> {
 /// and a port. Not empty: an http URI has a host (RFC 9110 4.2.1), and
 /// NGINX refuses an empty Host too.
 pub fn valid_host(v: &[u8]) -> bool {
-    if v.is_empty() || v[0] == b':' {
-        return false;
-    }
     // Every request's Host comes here: one pass over a table. A name or
     // IPv4 address (no `:`, `[`, `]` in it), then `:port` if any.
-    if v.first() == Some(&b'[') {
-        return valid_ip_literal(v);
+    match v.first() {
+        None | Some(b':') => return false,
+        Some(b'[') => return valid_ip_literal(v),
+        Some(_) => {}
     }
     match v.iter().position(|&b| !NAME_BYTE[usize::from(b)]) {
         None => true,

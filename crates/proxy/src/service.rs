@@ -77,32 +77,20 @@ pub fn handle(
         if ctx.state.smuggling.load(Ordering::Relaxed) {
             // Content-Length and Transfer-Encoding together: refuse, and close
             // so that nothing after this head is ever read as a request.
-            let mut resp =
+            let resp =
                 ProxyError::BadRequest("both content-length and transfer-encoding").into_response();
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(resp);
+            return Ok(closing(resp, true));
         }
         if let Some(why) = host_problem(&req) {
             // Routing reads the Host (or the target's authority); a target
             // reading it otherwise could be steered past the routes.
-            let mut resp = ProxyError::BadRequest(why).into_response();
-            if http1 {
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            return Ok(resp);
+            return Ok(closing(ProxyError::BadRequest(why).into_response(), http1));
         }
         if req.method() == Method::CONNECT {
             // A reverse proxy: no tunnels to arbitrary places (as NGINX,
             // 405 since 1.21.1).
-            let mut resp =
-                text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
-            if http1 {
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            return Ok(resp);
+            let resp = text_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+            return Ok(closing(resp, http1));
         }
         let current = ctx.shared.snapshot.load_full();
         let found = match current.listener_index(&ctx.listener) {
@@ -143,7 +131,7 @@ pub fn handle(
             method: req.method(),
             headers: req.headers(),
         };
-        let (mut resp, outcome, metrics) = match table.route(&info) {
+        let (resp, outcome, metrics) = match table.route(&info) {
             None => (
                 ProxyError::NoRoute.into_response(),
                 Outcome::answered_by(""),
@@ -192,10 +180,10 @@ pub fn handle(
                 }
             },
         };
-        if http1 && ctx.shared.shutting_down.load(Ordering::Relaxed) {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
+        let resp = closing(
+            resp,
+            http1 && ctx.shared.shutting_down.load(Ordering::Relaxed),
+        );
         let status = resp.status().as_u16();
         metrics.record(status, started);
         if let Some((method, path, host)) = &logged {
@@ -222,6 +210,16 @@ pub fn handle(
         }
         Ok(resp)
     }
+}
+
+/// `resp`, saying `Connection: close` if `close` (HTTP/1.1: the
+/// connection ends after it).
+fn closing(mut resp: Response<ProxyBody>, close: bool) -> Response<ProxyBody> {
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Why the request's host is not one routing can trust, if it is not
@@ -358,15 +356,10 @@ fn forward_split<'a>(
         .await;
         let mut resp = result.unwrap_or_else(|e| {
             tracing::debug!(error = %e, "request failed");
+            // A stalled upload's rest will not be read: the connection
+            // closes after this, and says so (whoever holds the body).
             let client_stalled = matches!(e, ProxyError::ClientTimeout);
-            let mut resp = e.into_response();
-            if client_stalled && http1 {
-                // The rest of the body will not be read: the connection
-                // closes after this, and says so (whoever holds the body).
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            resp
+            closing(e.into_response(), client_stalled && http1)
         });
         if set_cookie {
             // The cookie names the group the split chose, even when failover
