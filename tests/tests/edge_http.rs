@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use switchyard_testkit::{self as kit, FakeUpstream, TestClient};
 use switchyard_tests::{live, start_balancer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 fn yaml(groups: &str, routes: &str) -> String {
     format!(
@@ -551,4 +553,231 @@ async fn an_h2c_target_reading_a_long_upload_is_not_cut_as_silent() {
         .expect("answer body cut");
     assert_eq!(body.to_bytes(), Bytes::from("read 12288"));
     feeder.await.unwrap();
+}
+
+/// How `refusing_h2c_target` refuses a stream on its first connection.
+#[derive(Clone)]
+enum Refuse {
+    /// Waits for two requests, then answers the first and sends a GOAWAY
+    /// whose last stream id is the first's, as NGINX closes a connection
+    /// after `keepalive_requests`.
+    GoAway,
+    /// Waits for two requests, answers the first and resets the second
+    /// with REFUSED_STREAM.
+    Reset,
+    /// Allows one stream at a time (SETTINGS_MAX_CONCURRENT_STREAMS 1) and
+    /// tells `first` when the client has both that setting and a first
+    /// request, so that a second request waits in the client to open; on
+    /// `go`, answers the first and sends the GOAWAY, which ends the wait.
+    GoAwayWhileWaiting { first: Arc<Notify>, go: Arc<Notify> },
+}
+
+/// An h2c target speaking frames by hand, to refuse a stream on cue as
+/// hyper's server cannot be made to (see `Refuse`). Every other stream,
+/// and every stream of later connections, gets a 200 with `x-conn`: the
+/// connection's number, from 1.
+async fn refusing_h2c_target(how: Refuse) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0u8;
+        while let Ok((stream, _)) = listener.accept().await {
+            n += 1;
+            tokio::spawn(refusing_h2c_conn(stream, n, how.clone()));
+        }
+    });
+    addr
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+async fn refusing_h2c_conn(mut stream: TcpStream, conn: u8, how: Refuse) {
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    const SETTINGS: u8 = 4;
+    const PING: u8 = 6;
+    const GOAWAY: u8 = 7;
+    // `:status: 200` (static table 8), then `x-conn` and `x-len` (the
+    // request body's length) as literals.
+    let answer = |id: u32, len: usize| {
+        let mut block = vec![0x88];
+        for (name, value) in [("x-conn", conn.to_string()), ("x-len", len.to_string())] {
+            block.extend([0, name.len() as u8]);
+            block.extend(name.as_bytes());
+            block.push(value.len() as u8);
+            block.extend(value.as_bytes());
+        }
+        h2_frame(HEADERS, 0x5, id, &block)
+    };
+    let go_away = |last: u32| {
+        let mut payload = last.to_be_bytes().to_vec();
+        payload.extend(0u32.to_be_bytes());
+        h2_frame(GOAWAY, 0, 0, &payload)
+    };
+    let mut preface = [0u8; 24];
+    if stream.read_exact(&mut preface).await.is_err() {
+        return;
+    }
+    let settings: &[u8] = match (&how, conn) {
+        (Refuse::GoAwayWhileWaiting { .. }, 1) => &[0, 3, 0, 0, 0, 1],
+        _ => &[],
+    };
+    let _ = stream.write_all(&h2_frame(SETTINGS, 0, 0, settings)).await;
+    // Body bytes by stream, and the complete requests held back.
+    let mut got: std::collections::HashMap<u32, usize> = Default::default();
+    let mut held: Vec<u32> = Vec::new();
+    let mut acked = false;
+    let mut refused = false;
+    loop {
+        if let (Refuse::GoAwayWhileWaiting { first, go }, 1, [id]) = (&how, conn, &held[..]) {
+            if acked && !refused {
+                refused = true;
+                first.notify_one();
+                go.notified().await;
+                let mut out = go_away(*id);
+                out.extend(answer(*id, got[id]));
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let mut head = [0u8; 9];
+        if stream.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        acked |= kind == SETTINGS && flags & 1 == 1;
+        let bytes = got.entry(id).or_default();
+        if kind == DATA {
+            *bytes += len;
+        }
+        let complete = (kind == HEADERS || kind == DATA) && flags & 1 == 1;
+        let out = match (kind, &how) {
+            (SETTINGS, _) if flags & 1 == 0 => h2_frame(SETTINGS, 1, 0, &[]),
+            (PING, _) if flags & 1 == 0 => h2_frame(PING, 1, 0, &payload),
+            _ if !complete => continue,
+            (_, Refuse::GoAwayWhileWaiting { .. }) if conn == 1 && held.is_empty() => {
+                held.push(id);
+                continue;
+            }
+            (_, Refuse::GoAway | Refuse::Reset) if conn == 1 && !refused => {
+                held.push(id);
+                if held.len() < 2 {
+                    continue;
+                }
+                refused = true;
+                // A GOAWAY refuses the streams above its last one.
+                let (first, second) = (held[0].min(held[1]), held[0].max(held[1]));
+                let mut out = match how {
+                    Refuse::Reset => h2_frame(RST_STREAM, 0, second, &7u32.to_be_bytes()),
+                    _ => go_away(first),
+                };
+                out.extend(answer(first, got[&first]));
+                out
+            }
+            _ => answer(id, *bytes),
+        };
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_an_h2c_target_refuses_unprocessed_go_again() {
+    // RFC 9113 8.7: a stream above a GOAWAY's last stream id, one still
+    // waiting to open when the GOAWAY came, or one reset with
+    // REFUSED_STREAM was never processed. A bodyless request on it, POST
+    // included, goes again (on a new connection after a GOAWAY) instead
+    // of becoming a 502 that counts against the target.
+    let (first, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let waiting = Refuse::GoAwayWhileWaiting {
+        first: Arc::clone(&first),
+        go: Arc::clone(&go),
+    };
+    // Uploads where the refused request is one (the waiting one is the
+    // second; a GOAWAY refuses whichever opened second).
+    let upload = "twelve bytes";
+    let cases = [
+        ("goaway", Refuse::GoAway, ["", ""], ["1", "2"]),
+        (
+            "goaway, uploads",
+            Refuse::GoAway,
+            [upload, upload],
+            ["1", "2"],
+        ),
+        ("reset", Refuse::Reset, ["", ""], ["1", "1"]),
+        (
+            "reset, uploads",
+            Refuse::Reset,
+            [upload, upload],
+            ["1", "1"],
+        ),
+        ("waiting, upload", waiting, ["", upload], ["1", "2"]),
+    ];
+    for (case, how, bodies, want) in cases {
+        let up = refusing_h2c_target(how).await;
+        let groups = format!(
+            "  - name: g\n    protocol: http2\n    health_check: {{ protocol: none }}\n    outlier_detection: {{ consecutive_failures: 1 }}\n    targets: [ {{ address: \"{up}\" }} ]\n"
+        );
+        let routes = "      - name: all\n        forward: { target_group: g }\n";
+        let lb = start_balancer(&yaml(&groups, routes)).await;
+        let url = format!("http://{}/", lb.addr("web").unwrap());
+        let post = |url: String, body: &'static str| {
+            tokio::spawn(async move { kit::request("POST", &url, &[], body).await })
+        };
+        let waits = case.starts_with("waiting");
+        let a = post(url.clone(), bodies[0]);
+        if waits {
+            tokio::time::timeout(Duration::from_secs(10), first.notified())
+                .await
+                .expect("first request never reached the target");
+        }
+        let b = post(url, bodies[1]);
+        if waits {
+            // Both requests at the target, the second waiting for a
+            // stream, before the target sends its GOAWAY.
+            let addr = up.to_string();
+            let mut both = false;
+            for _ in 0..200 {
+                let t = live::target(&lb, "g", &addr).await.expect("target listed");
+                if t["in_flight"] == 2 {
+                    both = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            assert!(both, "two requests never reached the target");
+            go.notify_one();
+        }
+        let mut conns = Vec::new();
+        for (r, body) in [(a.await.unwrap(), bodies[0]), (b.await.unwrap(), bodies[1])] {
+            let r = r.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(r.status, 200, "{case}: {}", r.body);
+            // The whole upload reached the target, also when it went again.
+            let len = body.len().to_string();
+            assert_eq!(r.header("x-len"), Some(len.as_str()), "{case}");
+            conns.push(r.header("x-conn").unwrap_or_default().to_owned());
+        }
+        conns.sort();
+        assert_eq!(conns, want, "{case}");
+        // Not a failure of the target: it was not ejected.
+        let state = live::state(&lb, "g", &up.to_string()).await;
+        assert_eq!(state.as_deref(), Some("healthy"), "{case}");
+        lb.shutdown().await;
+    }
 }

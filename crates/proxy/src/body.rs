@@ -280,6 +280,8 @@ impl ClientWait {
 pub enum RequestBody {
     /// A client's body whose waits are recorded (requests with a body).
     Watched(Box<RequestBody>, Arc<ClientWait>),
+    /// An upload to an h2c target, kept to go again (see `Replay`).
+    Replay(Box<Replay>),
     /// An HTTP/2 client's body (hyper's server).
     Client(Incoming),
     /// An HTTP/1.1 client's body (our server, `h1_server`).
@@ -294,8 +296,10 @@ impl RequestBody {
     /// What waits now is the target (a write to it), not the client, even
     /// if the client's body has nothing more at hand either.
     pub fn not_waiting_on_client(&self) {
-        if let RequestBody::Watched(_, wait) = self {
-            wait.waiting.store(false, Ordering::Relaxed);
+        match self {
+            RequestBody::Watched(_, wait) => wait.waiting.store(false, Ordering::Relaxed),
+            RequestBody::Replay(r) => r.source.not_waiting_on_client(),
+            _ => {}
         }
     }
 }
@@ -326,6 +330,7 @@ impl Body for RequestBody {
                 }
                 polled
             }
+            RequestBody::Replay(r) => r.poll_frame(cx),
             RequestBody::Client(b) => {
                 clean_trailers(Pin::new(b).poll_frame(cx).map_err(BodyError::from))
             }
@@ -343,6 +348,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Watched(b, _) => b.is_end_stream(),
+            RequestBody::Replay(r) => r.next >= r.kept.len() && r.source.is_end_stream(),
             RequestBody::Client(b) => b.is_end_stream(),
             RequestBody::H1(b) => b.is_end_stream(),
             RequestBody::Empty => true,
@@ -354,11 +360,182 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Watched(b, _) => b.size_hint(),
+            RequestBody::Replay(r) => {
+                // The source's hint plus what is to be given again; upper
+                // first (SizeHint asserts lower <= upper on each set).
+                let source = r.source.size_hint();
+                let again = r.again as u64;
+                let mut hint = SizeHint::new();
+                if let Some(upper) = source.upper() {
+                    hint.set_upper(upper.saturating_add(again));
+                }
+                hint.set_lower(source.lower().saturating_add(again));
+                hint
+            }
             RequestBody::Client(b) => b.size_hint(),
             RequestBody::H1(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
             #[cfg(test)]
             RequestBody::Test(b) => b.size_hint(),
         }
+    }
+}
+
+/// Upload bytes kept per request for `Replay`; a longer upload streams on
+/// without a copy, and cannot go again.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// An upload to an h2c target, kept as it goes (up to `REPLAY_LIMIT`
+/// bytes; the chunks are shared, not copied) so that it can go again when
+/// the target refuses the stream unprocessed: a GOAWAY as it closes the
+/// connection (NGINX after `keepalive_requests`), or REFUSED_STREAM. Most
+/// gRPC calls are such uploads. hyper owns the request once sent, so the
+/// body comes back when hyper drops it, through `back`.
+pub struct Replay {
+    /// The client's body, from where the copy stops.
+    source: RequestBody,
+    /// Every frame given out so far, unless over the limit.
+    kept: Vec<Frame<Bytes>>,
+    /// The next kept frame to give out again (after a comeback).
+    next: usize,
+    /// Bytes in `kept`.
+    kept_bytes: usize,
+    /// Kept bytes not given out again yet.
+    again: usize,
+    /// Past the limit: `kept` is let go, and the body cannot go again.
+    overflow: bool,
+    back: Option<tokio::sync::oneshot::Sender<Box<Replay>>>,
+}
+
+impl Replay {
+    /// `body` as a replayable upload that comes back through `back` when
+    /// dropped; a body that came back is given out again from its start.
+    pub fn wrap(body: RequestBody, back: tokio::sync::oneshot::Sender<Box<Replay>>) -> RequestBody {
+        let mut replay = match body {
+            RequestBody::Replay(r) => r,
+            source => Box::new(Replay {
+                source,
+                kept: Vec::new(),
+                next: 0,
+                kept_bytes: 0,
+                again: 0,
+                overflow: false,
+                back: None,
+            }),
+        };
+        replay.back = Some(back);
+        RequestBody::Replay(replay)
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(frame) = self.kept.get(self.next) {
+            self.next += 1;
+            let frame = copy_frame(frame);
+            self.again -= frame.data_ref().map_or(0, Bytes::len);
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let polled = Pin::new(&mut self.source).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if !self.overflow {
+                self.kept_bytes += frame.data_ref().map_or(0, Bytes::len);
+                if self.kept_bytes > REPLAY_LIMIT {
+                    self.overflow = true;
+                    self.kept = Vec::new();
+                } else {
+                    self.kept.push(copy_frame(frame));
+                    self.next = self.kept.len();
+                }
+            }
+        }
+        polled
+    }
+}
+
+fn copy_frame(frame: &Frame<Bytes>) -> Frame<Bytes> {
+    match (frame.data_ref(), frame.trailers_ref()) {
+        (Some(data), _) => Frame::data(data.clone()),
+        (None, Some(trailers)) => Frame::trailers(trailers.clone()),
+        (None, None) => Frame::data(Bytes::new()),
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        let Some(back) = self.back.take() else {
+            return;
+        };
+        // Nobody waits once the exchange is over, the common case.
+        if self.overflow || back.is_closed() {
+            return;
+        }
+        let _ = back.send(Box::new(Replay {
+            source: std::mem::replace(&mut self.source, RequestBody::Empty),
+            kept: std::mem::take(&mut self.kept),
+            next: 0,
+            kept_bytes: self.kept_bytes,
+            again: self.kept_bytes,
+            overflow: false,
+            back: None,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A body of ready chunks.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> RequestBody {
+        RequestBody::from_test(Chunks(
+            parts.iter().map(|p| Bytes::from_static(p)).collect(),
+        ))
+    }
+
+    async fn frame(body: &mut RequestBody) -> Option<Bytes> {
+        body.frame().await.map(|f| f.unwrap().into_data().unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_comes_back_is_given_again_from_its_start() {
+        let (back, comes) = tokio::sync::oneshot::channel();
+        let mut body = Replay::wrap(chunks(&[b"ab", b"cd"]), back);
+        assert_eq!(frame(&mut body).await.as_deref(), Some(&b"ab"[..]));
+        drop(body);
+        let (back, _comes) = tokio::sync::oneshot::channel();
+        let mut again = Replay::wrap(RequestBody::Replay(comes.await.unwrap()), back);
+        assert_eq!(again.size_hint().lower(), 2);
+        assert_eq!(frame(&mut again).await.as_deref(), Some(&b"ab"[..]));
+        assert_eq!(frame(&mut again).await.as_deref(), Some(&b"cd"[..]));
+        assert_eq!(frame(&mut again).await, None);
+    }
+
+    #[tokio::test]
+    async fn an_upload_longer_than_the_limit_does_not_come_back() {
+        static BIG: [u8; REPLAY_LIMIT + 1] = [b'x'; REPLAY_LIMIT + 1];
+        let (back, comes) = tokio::sync::oneshot::channel();
+        let mut body = Replay::wrap(chunks(&[&BIG]), back);
+        assert_eq!(frame(&mut body).await.map(|b| b.len()), Some(BIG.len()));
+        drop(body);
+        assert!(comes.await.is_err(), "a body past the limit came back");
     }
 }

@@ -12,7 +12,7 @@ use switchyard_routing::{PickInput, Snapshot, Target, TargetState};
 
 use switchyard_health::outlier::observe;
 
-use crate::body::{ClientWait, ProxyBody, RequestBody, UpstreamBody};
+use crate::body::{ClientWait, ProxyBody, Replay, RequestBody, UpstreamBody};
 use crate::error::ProxyError;
 use crate::guard::RequestMark;
 use crate::headers::strip_hop_by_hop;
@@ -72,6 +72,14 @@ struct Template {
 }
 
 impl Template {
+    fn of(method: &Method, uri: &Uri, headers: &HeaderMap) -> Template {
+        Template {
+            method: method.clone(),
+            uri: uri.clone(),
+            headers: headers.clone(),
+        }
+    }
+
     fn build(&self) -> Request<RequestBody> {
         let mut req = Request::new(RequestBody::Empty);
         *req.method_mut() = self.method.clone();
@@ -86,6 +94,11 @@ enum Outcome {
     Response(Response<UpBody>),
     /// The connection was closed before the request went out: it is ours again.
     Unsent(Request<RequestBody>),
+    /// An h2c target refused the stream unprocessed: see `SendError::Refused`.
+    Refused {
+        conn: u64,
+        going_away: bool,
+    },
     Failed(String),
     /// The client's request body failed: answered 400, the target is not
     /// blamed.
@@ -119,6 +132,9 @@ impl Pending<'_> {
             Ok(Err(SendError::Unsent(req))) => Outcome::Unsent(*req),
             Ok(Err(SendError::Failed(why))) => Outcome::Failed(why),
             Ok(Err(SendError::Client(why))) => Outcome::Client(why),
+            Ok(Err(SendError::Refused { conn, going_away })) => {
+                Outcome::Refused { conn, going_away }
+            }
         }
     }
 }
@@ -291,12 +307,10 @@ pub fn forward<'a>(
     let wants_template = first_spec.is_some_and(|s| {
         s.retries.attempts > 0 && (s.retries.on.reset || !s.retries.on.statuses.is_empty())
     });
-    // Only requests that may be re-sent after a response pay for a copy.
-    let template = (safe && wants_template).then(|| Template {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        headers: parts.headers.clone(),
-    });
+    // Only requests that may be re-sent after a response pay for a copy
+    // (and requests to h2c targets, below).
+    let mut template =
+        (safe && wants_template).then(|| Template::of(&parts.method, &parts.uri, &parts.headers));
     let mut pending = Some(Request::from_parts(parts, body));
     async move {
         let mut tried: Vec<Arc<Target>> = Vec::new();
@@ -304,6 +318,8 @@ pub fn forward<'a>(
         let mut last_group = group;
         let mut retry = 0u32;
         let mut stale = 0u32;
+        // An upload to an h2c target, back from a refused exchange.
+        let mut comeback: Option<tokio::sync::oneshot::Receiver<Box<Replay>>> = None;
         // The backoff before a retry, slept at the top of the loop where
         // nothing of the last attempt is held any more.
         let mut pause: Option<Duration> = None;
@@ -412,6 +428,16 @@ pub fn forward<'a>(
             // In a block: the request moves into the exchange and its place
             // here ends before the await.
             let outcome = {
+                // An h2c target may refuse the stream unprocessed (a
+                // GOAWAY as it closes the connection, NGINX's after
+                // `keepalive_requests`): the request, whatever its method,
+                // then goes again, from this copy of its head and its
+                // upload kept as it goes (see `Replay`).
+                if h2 && template.is_none() {
+                    template = pending
+                        .as_ref()
+                        .map(|r| Template::of(r.method(), r.uri(), r.headers()));
+                }
                 let mut req = match pending.take() {
                     Some(r) => r,
                     None => match &template {
@@ -425,6 +451,11 @@ pub fn forward<'a>(
                         }
                     },
                 };
+                if h2 && !bodyless {
+                    let (back, comes) = tokio::sync::oneshot::channel();
+                    req = req.map(|body| Replay::wrap(body, back));
+                    comeback = Some(comes);
+                }
                 for_protocol(&mut req, h2, &extras, &target);
                 send(sender, req, spec.timeouts.request, &target)
             }
@@ -446,6 +477,46 @@ pub fn forward<'a>(
                     };
                     return Forwarded {
                         result: Err(last_err),
+                        group: g,
+                        target: Some(target),
+                    };
+                }
+                Outcome::Refused { conn, going_away } => {
+                    if going_away {
+                        if let Some(p) = pool {
+                            p.retire_h2(conn);
+                        }
+                    }
+                    // The target's graceful close, not its failure: the
+                    // same target again on a fresh stream, not a retry,
+                    // as a stale HTTP/1.1 connection. An upload comes back
+                    // once hyper lets go of it (at once, or when its
+                    // stream's sending task sees the refusal).
+                    let body = match comeback.take() {
+                        _ if stale >= STALE_REDOS => None,
+                        None => bodyless.then_some(RequestBody::Empty),
+                        Some(comes) => tokio::time::timeout(spec.timeouts.request, comes)
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .map(RequestBody::Replay),
+                    };
+                    if let (Some(body), Some(t)) = (body, &template) {
+                        let mut req = t.build();
+                        *req.body_mut() = body;
+                        pending = Some(req);
+                        stale += 1;
+                        continue;
+                    }
+                    // An upload too long to keep went into the refused
+                    // exchange. Not the target's fault: no ejection.
+                    tracing::debug!(target = %target.label(), "h2c target refused the stream");
+                    target.upstream.error();
+                    return Forwarded {
+                        result: Err(ProxyError::Upstream {
+                            target: target.label().to_owned(),
+                            reason: "target refused the stream (GOAWAY or REFUSED_STREAM) and the request could not be sent again".into(),
+                        }),
                         group: g,
                         target: Some(target),
                     };
@@ -491,7 +562,7 @@ pub fn forward<'a>(
                         reason,
                     };
                     drop(in_flight);
-                    if retries.on.reset && template.is_some() && retry < retries.attempts {
+                    if retries.on.reset && safe && template.is_some() && retry < retries.attempts {
                         retry += 1;
                         stale = 0;
                         snap.groups[g].retries.increment(1);
@@ -545,7 +616,8 @@ pub fn forward<'a>(
                     }
                     target.upstream.status(status);
                     observe(&snap.groups[g], &target, status >= 500);
-                    if template.is_some()
+                    if safe
+                        && template.is_some()
                         && retry < retries.attempts
                         && retries.on.statuses.contains(&status)
                     {

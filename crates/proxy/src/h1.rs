@@ -119,6 +119,15 @@ pub enum SendError {
     /// short, longer than its length): the client's fault, not the
     /// target's (400, not counted against the target, never retried).
     Client(String),
+    /// An h2c target refused the stream unprocessed (RFC 9113 8.7): a
+    /// GOAWAY that excluded it (`going_away`: the connection, numbered
+    /// `conn`, takes no more), or REFUSED_STREAM. Safe to send again
+    /// whatever the method, but the request went into the exchange: only
+    /// a copy can go. Never made by the HTTP/1.1 client.
+    Refused {
+        conn: u64,
+        going_away: bool,
+    },
 }
 
 /// Why a request body step failed.

@@ -82,6 +82,7 @@ async fn send_ok(conn: Conn, req: Request<RequestBody>) -> Response<Body> {
         Err(SendError::Unsent(_)) => panic!("unsent"),
         Err(SendError::Failed(why)) => panic!("failed: {why}"),
         Err(SendError::Client(why)) => panic!("client body failed: {why}"),
+        Err(SendError::Refused { .. }) => panic!("refused"),
     }
 }
 
@@ -467,6 +468,7 @@ async fn a_reused_connection_closed_without_answer_gives_a_safe_request_back() {
         Err(SendError::Failed(w) | SendError::Client(w)) => {
             panic!("failed instead of given back: {w}")
         }
+        Err(SendError::Refused { .. }) => panic!("refused"),
         Ok(_) => panic!("answered"),
     }
     server.await.unwrap();

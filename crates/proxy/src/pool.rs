@@ -15,7 +15,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -40,8 +40,19 @@ pub const MAX_IDLE_PER_TARGET: usize = 1024;
 /// (see `h1`), or a handle on the shared h2c connection.
 pub enum Sender {
     H1(h1::Conn),
-    H2(http2::SendRequest<RequestBody>),
+    H2(H2Handle),
 }
+
+/// A handle on an h2c connection, numbered so that the pool can tell
+/// whether the connection a refusal came from is still the shared one.
+#[derive(Clone)]
+pub struct H2Handle {
+    send: http2::SendRequest<RequestBody>,
+    conn: u64,
+}
+
+/// Numbers h2c connections, process-wide.
+static H2_CONNS: AtomicU64 = AtomicU64::new(0);
 
 /// An upstream response body: read by us (HTTP/1.1) or by hyper (h2c).
 pub enum UpBody {
@@ -55,7 +66,7 @@ impl Sender {
     pub fn is_closed(&self) -> bool {
         match self {
             Sender::H1(c) => c.is_closed(),
-            Sender::H2(s) => s.is_closed(),
+            Sender::H2(h) => h.send.is_closed(),
         }
     }
 
@@ -64,21 +75,53 @@ impl Sender {
     pub fn send(self, req: Request<RequestBody>) -> ResponseFuture {
         match self {
             Sender::H1(conn) => Box::pin(conn.send(req, UpBody::H1)),
-            Sender::H2(mut s) => Box::pin(async move {
+            Sender::H2(H2Handle { mut send, conn }) => Box::pin(async move {
                 // Closed before we wrote anything: the request is still ours.
-                if s.ready().await.is_err() {
+                if send.ready().await.is_err() {
                     return Err(SendError::Unsent(Box::new(req)));
                 }
-                match s.try_send_request(req).await {
+                match send.try_send_request(req).await {
                     Ok(resp) => Ok(resp.map(UpBody::H2)),
                     Err(mut e) => Err(match e.take_message() {
                         Some(req) => SendError::Unsent(Box::new(req)),
-                        None => SendError::Failed(e.into_error().to_string()),
+                        None => {
+                            let e = e.into_error();
+                            match refusal(&e) {
+                                Some(going_away) => SendError::Refused { conn, going_away },
+                                None => SendError::Failed(e.to_string()),
+                            }
+                        }
                     }),
                 }
             }),
         }
     }
+}
+
+/// Whether an h2c exchange failed because the target refused the stream
+/// before processing it (RFC 9113 8.7), and if so whether by a GOAWAY
+/// (`Some(true)`: the connection takes no more streams) or REFUSED_STREAM.
+/// h2 fails exactly the streams a GOAWAY excludes (above its last stream
+/// id) with the remote GOAWAY error, and every stream opened after it;
+/// streams the target did take and then lost fail otherwise (a broken
+/// pipe), so they are never mistaken for refused ones.
+///
+/// A request still waiting to open a stream (the target at its
+/// SETTINGS_MAX_CONCURRENT_STREAMS) when the GOAWAY comes never went out:
+/// hyper's dispatch task ends holding it and reports "dispatch task is
+/// gone", the one user error its h2c client path gives for a request.
+fn refusal(e: &hyper::Error) -> Option<bool> {
+    if e.is_user() {
+        return Some(true);
+    }
+    let h2 = std::error::Error::source(e)?.downcast_ref::<h2::Error>()?;
+    if !h2.is_remote() {
+        return None;
+    }
+    if h2.is_go_away() {
+        return Some(true);
+    }
+    (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)).then_some(false)
 }
 
 /// An upstream's answer on its way (boxed: one small allocation per
@@ -160,7 +203,7 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     /// The shared h2c connection, for `protocol: http2` groups.
-    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    h2: Mutex<Option<H2Handle>>,
     /// Held while an h2c connection is being made, so that a burst of
     /// first requests waits for one connection instead of opening many.
     h2_connecting: tokio::sync::Mutex<()>,
@@ -246,8 +289,8 @@ impl Pool {
             let guard = self.h2.lock().unwrap_or_else(|p| p.into_inner());
             return guard
                 .as_ref()
-                .filter(|s| !s.is_closed())
-                .map(|s| Sender::H2(s.clone()));
+                .filter(|h| !h.send.is_closed())
+                .map(|h| Sender::H2(h.clone()));
         }
         let now = Instant::now();
         loop {
@@ -401,8 +444,19 @@ impl Pool {
 
     /// Makes a new h2c connection the one every request shares.
     pub fn share_h2(&self, sender: &Sender) {
-        if let Sender::H2(s) = sender {
-            *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+        if let Sender::H2(h) = sender {
+            *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.clone());
+        }
+    }
+
+    /// Stops sharing h2c connection `conn`, which the target is closing
+    /// (it sent GOAWAY): the next request makes a new one at once rather
+    /// than being refused on it too. Its streams in flight finish on it.
+    /// A newer shared connection is left alone.
+    pub fn retire_h2(&self, conn: u64) {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if h2.as_ref().is_some_and(|h| h.conn == conn) {
+            *h2 = None;
         }
     }
 
@@ -421,7 +475,7 @@ impl Pool {
         guard.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= self.idle_timeout);
         drop(guard);
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        if h2.as_ref().is_some_and(|s| s.is_closed()) {
+        if h2.as_ref().is_some_and(|h| h.send.is_closed()) {
             *h2 = None;
         }
     }
@@ -498,7 +552,10 @@ pub async fn connect(
             .await
             .map_err(ConnectError::Handshake)?;
         (
-            Sender::H2(sender),
+            Sender::H2(H2Handle {
+                send: sender,
+                conn: H2_CONNS.fetch_add(1, Ordering::Relaxed),
+            }),
             tokio::spawn(async move {
                 let _slot = slot;
                 let _ = conn.await;
