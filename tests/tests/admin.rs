@@ -279,3 +279,25 @@ async fn an_admin_client_that_never_finishes_its_head_is_closed() {
     // The admin API serves on.
     assert_eq!(must_get(&lb.admin_url("/healthz")).await.status, 200);
 }
+
+#[tokio::test]
+async fn an_access_log_that_cannot_be_written_counts_its_lost_lines() {
+    // /dev/full opens, and every write to it fails (ENOSPC), as a full
+    // disk's would. The lines are counted, not lost without a word, and
+    // requests are not held up.
+    let up = FakeUpstream::builder("up").start().await;
+    let yaml = Cfg::simple(&[up.addr()]).yaml().replace(
+        "access_log: { enabled: false }",
+        "access_log: { path: /dev/full }",
+    );
+    let lb = switchyard_tests::start_balancer(&yaml).await;
+    for _ in 0..3 {
+        assert_eq!(must_get(&lb.url("/")).await.status, 200);
+    }
+    let lost = || async {
+        let text = must_get(&lb.admin_url("/metrics")).await.body;
+        metric(&text, "switchyard_access_log_write_errors_total", &[])
+    };
+    eventually!(WAIT, lost().await == Some(3.0));
+    lb.shutdown().await;
+}

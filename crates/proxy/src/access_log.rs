@@ -194,28 +194,53 @@ impl AccessLog {
 /// The writer thread: lines to the current output, flushed when the queue
 /// is momentarily empty (batches under load, prompt lines when quiet); a
 /// new output is taken up between batches.
+///
+/// A batch that fails to write (a full disk, a closed pipe) is let go:
+/// its lines are counted in `switchyard_access_log_write_errors_total`
+/// and a warning says why, at most once a minute; the next batch tries
+/// afresh. Requests never wait for any of it.
 fn spawn_writer(
     first: Box<dyn Write + Send>,
     next: Arc<NextOutput>,
 ) -> std::io::Result<SyncSender<Msg>> {
     let (tx, rx) = sync_channel::<Msg>(QUEUE);
+    let errors = metrics::counter!("switchyard_access_log_write_errors_total");
     std::thread::Builder::new()
         .name("access-log".into())
         .spawn(move || {
             let mut buf = std::io::BufWriter::new(first);
+            let mut warned: Option<std::time::Instant> = None;
             while let Ok(msg) = rx.recv() {
                 if let Some(out) = next.take() {
                     let _ = buf.flush();
                     buf = std::io::BufWriter::new(out);
                 }
                 let mut msg = Some(msg);
+                let (mut lines, mut failed) = (0u64, None);
                 while let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) {
                     if let Msg::Line(line) = m {
-                        let _ = buf.write_all(line.as_bytes());
+                        lines += 1;
+                        if failed.is_none() {
+                            failed = buf.write_all(line.as_bytes()).err();
+                        }
                     }
                 }
-                let _ = buf.flush();
+                let Some(e) = failed.or_else(|| buf.flush().err()) else {
+                    continue;
+                };
+                errors.increment(lines);
+                if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    warned = Some(std::time::Instant::now());
+                    tracing::warn!(error = %e, lines, "access log write failed, lines lost");
+                }
+                // What is still buffered was counted as lost: start clean
+                // rather than retry it ahead of newer lines for ever.
+                let (out, _) = buf.into_parts();
+                buf = std::io::BufWriter::new(out);
             }
         })?;
     Ok(tx)
 }
+
+/// At most one warning this often for a failing access log.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);

@@ -223,17 +223,13 @@ async fn run_serves_logs_access_and_exits_0_on_sigterm() {
     assert_eq!(entry["method"], "GET");
 
     p.ready(&admin).await;
-    // The access log's drop counter is there at 0 before any drop, so an
-    // alert on its rate has a series to watch.
+    // The access log's loss counters are there at 0 before any loss, so
+    // an alert on their rate has a series to watch.
     let metrics = get(&format!("http://{admin}/metrics")).await.unwrap();
-    assert!(
-        metrics
-            .body
-            .lines()
-            .any(|l| l == "switchyard_access_log_dropped_total 0"),
-        "{}",
-        metrics.body
-    );
+    for counter in ["dropped", "write_errors"] {
+        let zero = format!("switchyard_access_log_{counter}_total 0");
+        assert!(metrics.body.lines().any(|l| l == zero), "{}", metrics.body);
+    }
     // A plain HTTP listener has no TLS handshakes to count.
     assert!(
         !metrics
