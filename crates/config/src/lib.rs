@@ -74,14 +74,35 @@ pub fn parse_str(text: &str, origin: &str, base_dir: &Path) -> Result<Loaded, Co
             format!("duplicate key `{path}`"),
         ));
     }
-    let raw: raw::RawConfig =
-        serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![error::from_yaml(origin, &e)]))?;
+    let raw = if source.has_merge_keys() {
+        merged(text)
+    } else {
+        serde_yaml::from_str(text)
+    };
+    let raw: raw::RawConfig = raw.map_err(|e| {
+        let mut err = error::from_yaml(origin, &e);
+        if err.location.is_none() && source.has_merge_keys() {
+            err.message
+                .push_str(" (serde cannot say where in a file with `<<` merge keys)");
+        }
+        ConfigErrors(vec![err])
+    })?;
     let config = validate::validate(&raw, &source, origin, base_dir).map_err(ConfigErrors)?;
     Ok(Loaded {
         config,
         source,
         version,
     })
+}
+
+/// A configuration with YAML 1.1 merge keys (`<<: *defaults`), which
+/// serde_yaml 0.9 does not apply when deserializing typed structs: read as
+/// a plain value, merged, then typed. Syntax errors keep their places;
+/// type errors found after the merge have none.
+fn merged(text: &str) -> Result<raw::RawConfig, serde_yaml::Error> {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text)?;
+    value.apply_merge()?;
+    serde_yaml::from_value(value)
 }
 
 /// FNV-1a, 64 bit: stable across Rust versions and platforms (unlike

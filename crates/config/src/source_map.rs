@@ -23,6 +23,8 @@ pub struct SourceMap {
     duplicates: Vec<(String, Location)>,
     /// The document has a root node that is not an empty/null scalar.
     has_content: bool,
+    /// Some mapping has a `<<` merge key.
+    merges: bool,
 }
 
 impl SourceMap {
@@ -37,6 +39,7 @@ impl SourceMap {
             locations: sink.locations,
             duplicates: sink.duplicates,
             has_content: sink.root_has_content || !complete,
+            merges: sink.merges,
         }
     }
 
@@ -63,6 +66,11 @@ impl SourceMap {
             }
             p = &p[..p.rfind('.')?];
         }
+    }
+
+    /// Whether some mapping has a `<<` merge key (YAML 1.1).
+    pub(crate) fn has_merge_keys(&self) -> bool {
+        self.merges
     }
 
     /// False when the text holds no document or only a null one (an empty
@@ -94,6 +102,7 @@ struct Sink {
     duplicates: Vec<(String, Location)>,
     root_has_content: bool,
     seen_root: bool,
+    merges: bool,
 }
 
 /// Joins a parent path and a segment; the document root has the empty path.
@@ -190,6 +199,11 @@ impl MarkedEventReceiver for Sink {
                     let null = style == yaml_rust2::scanner::TScalarStyle::Plain
                         && matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL");
                     self.root_has_content = !null;
+                }
+                // A plain `<<` where a key is expected: a merge key.
+                if style == yaml_rust2::scanner::TScalarStyle::Plain && value == "<<" {
+                    self.merges |=
+                        matches!(self.stack.last(), Some(Frame::Mapping { key: None, .. }));
                 }
                 self.place(Some(&value), loc);
             }

@@ -113,7 +113,7 @@ fn complex_keys_do_not_shift_later_paths() {
 }
 
 #[test]
-fn aliases_load_and_merge_keys_are_refused_with_a_location() {
+fn aliases_load_and_merge_keys_apply() {
     let c = parse_ok(&yaml(
         r#"
 target_groups:
@@ -123,12 +123,75 @@ target_groups:
     ));
     assert_eq!(c.target_groups[1].targets.len(), 1);
     assert_eq!(c.target_groups[1].failover.as_deref(), Some("first"));
-    // serde_yaml 0.9 does not apply `<<` merges to typed structs; the key
-    // is then an unknown field, reported where it stands.
+    // YAML 1.1 merge keys, which serde_yaml 0.9 leaves to the caller: the
+    // keys of the merged mapping, overridden by the item's own, one or a
+    // list of several merged.
+    let c = parse_ok(&yaml(
+        r#"
+target_groups:
+  - &base
+    name: a
+    health_check: &hc { path: /ready, interval: 20s }
+    targets: [ { address: "127.0.0.1:1" } ]
+  - <<: *base
+    name: b
+  - <<: [ *base, { slow_start: 10s } ]
+    name: c
+    health_check: { <<: *hc, path: /live }
+"#,
+    ));
+    let g = &c.target_groups;
+    assert_eq!(
+        g.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    assert_eq!(g[1].health_check.path, "/ready");
+    assert_eq!(g[1].targets.len(), 1);
+    assert_eq!(g[2].slow_start, std::time::Duration::from_secs(10));
+    assert_eq!(g[2].health_check.path, "/live");
+    assert_eq!(
+        g[2].health_check.interval,
+        std::time::Duration::from_secs(20)
+    );
+    // A `<<` that is quoted is an ordinary key, and unknown.
     super::assert_only_error(
-        "target_groups:\n  - &base { name: a }\n  - <<: *base\n    name: b\n",
+        "target_groups:\n  - &base { name: a }\n  - \"<<\": *base\n    name: b\n",
         3,
         5,
         "unknown field `<<`",
+    );
+}
+
+#[test]
+fn errors_in_a_file_with_merge_keys_still_say_what_and_near_where() {
+    // A type error found after the merge: serde has no place for it.
+    let errs = super::errors(&yaml(
+        r#"
+target_groups:
+  - &base { name: a, health_check: { interval: soon } }
+  - <<: *base
+    name: b
+"#,
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].location, None);
+    assert!(errs[0].message.contains("soon"), "{}", errs[0].message);
+    assert!(
+        errs[0].message.contains("merge keys"),
+        "{}",
+        errs[0].message
+    );
+    // A rule broken by a merged key points at the item that merged it.
+    super::assert_error(
+        &yaml(
+            r#"
+target_groups:
+  - &base { name: a }
+  - <<: *base
+"#,
+        ),
+        3,
+        5,
+        "duplicate",
     );
 }
