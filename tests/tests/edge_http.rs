@@ -781,3 +781,97 @@ async fn streams_an_h2c_target_refuses_unprocessed_go_again() {
         lb.shutdown().await;
     }
 }
+
+/// A body without end, made as fast as it is read.
+struct Endless;
+
+impl hyper::body::Body for Endless {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        static CHUNK: [u8; 16 * 1024] = [b'x'; 16 * 1024];
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            &CHUNK,
+        )))))
+    }
+}
+
+/// An h2c target allowing `streams` concurrent streams a connection (NGINX:
+/// 128): `/endless` streams without end, anything else answers `ok`.
+async fn endless_h2c_target(streams: u32) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let body = if req.uri().path() == "/endless" {
+                        http_body_util::Either::Left(Endless)
+                    } else {
+                        http_body_util::Either::Right(Full::new(Bytes::from_static(b"ok")))
+                    };
+                    Ok::<_, Infallible>(http::Response::new(body))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .max_concurrent_streams(streams)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_do_not_take_every_stream_of_an_h2c_target() {
+    // 128 downloads that their client stops reading hold 128 streams to
+    // the target, as many as it allows on a connection. Another client's
+    // request must not wait behind them: it goes on another connection.
+    let up = endless_h2c_target(128).await;
+    let groups = format!(
+        "  - name: g\n    protocol: http2\n    health_check: {{ protocol: none }}\n    timeouts: {{ request: 2s }}\n    targets: [ {{ address: \"{up}\" }} ]\n"
+    );
+    let routes = "      - name: all\n        forward: { target_group: g }\n";
+    let lb = start_balancer(&yaml(&groups, routes)).await;
+    let web = lb.addr("web").unwrap();
+    // One client connection whose streams take 64 KiB each before they
+    // stop, so 128 of them cost little memory anywhere.
+    let stream = TcpStream::connect(web).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(16 << 20)
+            .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut held = Vec::new();
+    for _ in 0..128 {
+        let mut sender = sender.clone();
+        let req = http::Request::get(format!("http://{web}/endless"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        held.push(tokio::spawn(async move { sender.send_request(req).await }));
+    }
+    // Kept, unread: their streams stay open.
+    let mut unread = Vec::new();
+    for h in held {
+        let resp = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("a download never started")
+            .unwrap()
+            .expect("download");
+        assert_eq!(resp.status(), 200);
+        unread.push(resp);
+    }
+    let res = kit::get(&format!("http://{web}/small"))
+        .await
+        .expect("answer");
+    assert_eq!((res.status, res.body.as_str()), (200, "ok"));
+    drop((unread, sender));
+    lb.shutdown().await;
+}

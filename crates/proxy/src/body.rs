@@ -99,7 +99,7 @@ impl UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match &self.body {
             Some(UpBody::H1(b)) => b.is_end_stream(),
-            Some(UpBody::H2(b)) => b.is_end_stream(),
+            Some(UpBody::H2(b, _)) => b.is_end_stream(),
             None => true,
         }
     }
@@ -190,7 +190,7 @@ impl Body for ProxyBody {
                 let polled = match up.body.as_mut() {
                     None => return Poll::Ready(None),
                     Some(UpBody::H1(b)) => b.poll_frame(cx).map_err(BodyError::from),
-                    Some(UpBody::H2(b)) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+                    Some(UpBody::H2(b, _)) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
                 };
                 let polled = clean_trailers(polled);
                 // A broken body never gives its connection back (`take_conn`
@@ -233,7 +233,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Upstream(up) => match &up.body {
                 Some(UpBody::H1(b)) => b.size_hint(),
-                Some(UpBody::H2(b)) => b.size_hint(),
+                Some(UpBody::H2(b, _)) => b.size_hint(),
                 None => SizeHint::with_exact(0),
             },
         }

@@ -240,7 +240,11 @@ async fn connect_for(
     };
     if h2 {
         return p
-            .h2_or_connect(target.label(), spec.timeouts.connect)
+            .h2_or_connect(
+                target.label(),
+                spec.timeouts.connect,
+                spec.limits.max_connections,
+            )
             .await
             .map_err(ConnectFailure::Connect);
     }
@@ -584,7 +588,7 @@ pub fn forward<'a>(
                             let (parts, body) = resp.into_parts();
                             let upstream = match body {
                                 UpBody::H1(b) => b.into_upgraded(),
-                                UpBody::H2(_) => None,
+                                UpBody::H2(..) => None,
                             };
                             if let Some(upstream) = upstream {
                                 mark.set_upgraded();

@@ -1,6 +1,7 @@
 //! Per-target pools of keep-alive upstream connections: HTTP/1.1 (one
-//! request at a time per connection, many idle connections) or h2c (one
-//! multiplexed connection, shared by every request).
+//! request at a time per connection, many idle connections) or h2c
+//! (multiplexed connections shared by every request, one until it carries
+//! `H2_STREAMS` streams).
 //!
 //! Our own pool rather than hyper-util's legacy client because the proxy
 //! needs what that client hides: connect and send as separate steps (a
@@ -49,15 +50,37 @@ pub enum Sender {
 pub struct H2Handle {
     send: http2::SendRequest<RequestBody>,
     conn: u64,
+    /// Streams open on the connection (see `Stream`).
+    streams: Arc<AtomicUsize>,
 }
 
 /// Numbers h2c connections, process-wide.
 static H2_CONNS: AtomicU64 = AtomicU64::new(0);
 
-/// An upstream response body: read by us (HTTP/1.1) or by hyper (h2c).
+/// An upstream response body: read by us (HTTP/1.1) or by hyper (h2c,
+/// with its place among its connection's streams).
 pub enum UpBody {
     H1(h1::Body),
-    H2(Incoming),
+    H2(Incoming, Stream),
+}
+
+/// Streams one h2c connection carries before the next request opens
+/// another connection. Below the limits targets announce (NGINX 128, Go
+/// 250, hyper 200, Envoy 2^31; h2o and Apache 100), so that streams held by
+/// clients that stopped reading cannot make every other request to the
+/// target wait for one: a connection that fills up leaves the rest to a
+/// new one. A target announcing fewer queues the extra requests on the
+/// connection, as it did with one.
+pub const H2_STREAMS: usize = 100;
+
+/// One open stream on an h2c connection, counted until dropped (the
+/// response body read or let go, or the exchange failed).
+pub struct Stream(Arc<AtomicUsize>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub use crate::h1::SendError;
@@ -75,13 +98,19 @@ impl Sender {
     pub fn send(self, req: Request<RequestBody>) -> ResponseFuture {
         match self {
             Sender::H1(conn) => Box::pin(conn.send(req, UpBody::H1)),
-            Sender::H2(H2Handle { mut send, conn }) => Box::pin(async move {
+            Sender::H2(H2Handle {
+                mut send,
+                conn,
+                streams,
+            }) => Box::pin(async move {
+                streams.fetch_add(1, Ordering::Relaxed);
+                let stream = Stream(streams);
                 // Closed before we wrote anything: the request is still ours.
                 if send.ready().await.is_err() {
                     return Err(SendError::Unsent(Box::new(req)));
                 }
                 match send.try_send_request(req).await {
-                    Ok(resp) => Ok(resp.map(UpBody::H2)),
+                    Ok(resp) => Ok(resp.map(|body| UpBody::H2(body, stream))),
                     Err(mut e) => Err(match e.take_message() {
                         Some(req) => SendError::Unsent(Box::new(req)),
                         None => {
@@ -171,7 +200,7 @@ pub fn linger(
             let mut body = match (head, body) {
                 (Some(head), _) => match head.await.ok()?.into_body() {
                     UpBody::H1(b) => b,
-                    UpBody::H2(_) => return None,
+                    UpBody::H2(..) => return None,
                 },
                 (None, Some(body)) => body,
                 (None, None) => return None,
@@ -202,8 +231,9 @@ struct Idle {
 
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
-    /// The shared h2c connection, for `protocol: http2` groups.
-    h2: Mutex<Option<H2Handle>>,
+    /// The shared h2c connections, for `protocol: http2` groups: the
+    /// first with room (see `H2_STREAMS`) takes the next request.
+    h2: Mutex<Vec<H2Handle>>,
     /// Held while an h2c connection is being made, so that a burst of
     /// first requests waits for one connection instead of opening many.
     h2_connecting: tokio::sync::Mutex<()>,
@@ -232,6 +262,15 @@ struct Slots {
 /// One counted upstream connection; released when dropped (the
 /// connection's task ends, or connecting failed).
 pub struct Slot(Arc<Slots>);
+
+impl Slot {
+    /// A slot beyond any limit: the first h2c connection may always be
+    /// made (`max_connections` then caps how many more).
+    fn extra(slots: &Arc<Slots>) -> Slot {
+        slots.open.fetch_add(1, Ordering::SeqCst);
+        Slot(Arc::clone(slots))
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -271,7 +310,7 @@ impl Pool {
     pub fn new(idle_timeout: Duration) -> Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
-            h2: Mutex::new(None),
+            h2: Mutex::new(Vec::new()),
             h2_connecting: tokio::sync::Mutex::new(()),
             idle_timeout,
             tasks: Mutex::new(Vec::new()),
@@ -283,14 +322,10 @@ impl Pool {
 
     /// A live idle connection, most recently used first (warm, and the
     /// least likely to have been closed by the upstream's own timeout).
-    /// For h2c, a handle on the shared connection.
+    /// For h2c, a handle on the first shared connection with room.
     pub fn take(&self, h2: bool) -> Option<Sender> {
         if h2 {
-            let guard = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-            return guard
-                .as_ref()
-                .filter(|h| !h.send.is_closed())
-                .map(|h| Sender::H2(h.clone()));
+            return self.take_h2(H2_STREAMS);
         }
         let now = Instant::now();
         loop {
@@ -423,41 +458,64 @@ impl Pool {
         }
     }
 
-    /// The shared h2c connection, made (once, whatever the number of
-    /// requests waiting) if there is none.
+    /// A handle on the first open shared h2c connection carrying fewer
+    /// than `room` streams; closed ones are let go on the way.
+    fn take_h2(&self, room: usize) -> Option<Sender> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.retain(|h| !h.send.is_closed());
+        h2.iter()
+            .find(|h| h.streams.load(Ordering::Relaxed) < room)
+            .map(|h| Sender::H2(h.clone()))
+    }
+
+    /// A shared h2c connection with room, made (once, whatever the number
+    /// of requests waiting) if there is none. At `max_connections`, the
+    /// least busy one takes the request beyond its share.
     pub async fn h2_or_connect(
         &self,
         addr: &str,
         timeout: Duration,
+        max: Option<u32>,
     ) -> Result<Sender, ConnectError> {
-        if let Some(s) = self.take(true) {
+        if let Some(s) = self.take_h2(H2_STREAMS) {
             return Ok(s);
         }
         let _one = self.h2_connecting.lock().await;
-        if let Some(s) = self.take(true) {
+        if let Some(s) = self.take_h2(H2_STREAMS) {
             return Ok(s);
         }
-        let s = connect(addr, timeout, Some(self), true, self.try_slot(None)).await?;
-        self.share_h2(&s);
+        let slot = match self.try_slot(max) {
+            Some(slot) => slot,
+            None => match self.least_busy_h2() {
+                Some(s) => return Ok(s),
+                // None open that counts: the first one may always be made.
+                None => Slot::extra(&self.slots),
+            },
+        };
+        let s = connect(addr, timeout, Some(self), true, Some(slot)).await?;
+        if let Sender::H2(h) = &s {
+            self.h2
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(h.clone());
+        }
         Ok(s)
     }
 
-    /// Makes a new h2c connection the one every request shares.
-    pub fn share_h2(&self, sender: &Sender) {
-        if let Sender::H2(h) = sender {
-            *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.clone());
-        }
+    fn least_busy_h2(&self) -> Option<Sender> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.retain(|h| !h.send.is_closed());
+        h2.iter()
+            .min_by_key(|h| h.streams.load(Ordering::Relaxed))
+            .map(|h| Sender::H2(h.clone()))
     }
 
     /// Stops sharing h2c connection `conn`, which the target is closing
     /// (it sent GOAWAY): the next request makes a new one at once rather
     /// than being refused on it too. Its streams in flight finish on it.
-    /// A newer shared connection is left alone.
     pub fn retire_h2(&self, conn: u64) {
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        if h2.as_ref().is_some_and(|h| h.conn == conn) {
-            *h2 = None;
-        }
+        h2.retain(|h| h.conn != conn);
     }
 
     /// Closes every idle connection (draining, shutdown). The shared h2c
@@ -465,7 +523,7 @@ impl Pool {
     pub fn clear(&self) {
         let drained = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         drop(drained);
-        self.h2.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.h2.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Drops connections idle for longer than the idle timeout.
@@ -475,9 +533,7 @@ impl Pool {
         guard.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= self.idle_timeout);
         drop(guard);
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        if h2.as_ref().is_some_and(|h| h.send.is_closed()) {
-            *h2 = None;
-        }
+        h2.retain(|h| !h.send.is_closed());
     }
 
     /// Registers a connection task (an upstream HTTP connection, a TCP
@@ -555,6 +611,7 @@ pub async fn connect(
             Sender::H2(H2Handle {
                 send: sender,
                 conn: H2_CONNS.fetch_add(1, Ordering::Relaxed),
+                streams: Arc::default(),
             }),
             tokio::spawn(async move {
                 let _slot = slot;
