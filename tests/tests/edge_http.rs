@@ -250,46 +250,67 @@ impl hyper::body::Body for Frames {
     }
 }
 
-/// An h2c upstream answering like a gRPC server: a body then trailers
-/// (`grpc-status`), and echoing whether it saw `te: trailers`.
-async fn grpc_like() -> SocketAddr {
-    use hyper::body::Frame;
+/// Serves `handler` over h2c (prior knowledge) on a fresh loopback port,
+/// at most `streams` concurrent streams a connection (hyper's default when
+/// `None`).
+async fn serve_h2c<F, Fut, B>(streams: Option<u32>, handler: F) -> SocketAddr
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let te = req
-                        .headers()
-                        .get("te")
-                        .map(|v| v.to_str().unwrap_or("").to_owned())
-                        .unwrap_or_default();
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                    trailers.insert("grpc-message", http::HeaderValue::from_static("ok"));
-                    let body = Frames(
-                        vec![
-                            Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")),
-                            Frame::trailers(trailers),
-                        ]
-                        .into(),
-                    );
-                    let resp = http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .header("x-seen-te", te)
-                        .body(body)
-                        .unwrap();
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                let mut builder =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                if let Some(n) = streams {
+                    builder.max_concurrent_streams(n);
+                }
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service_fn(handler))
+                    .await;
             });
         }
     });
     addr
+}
+
+/// An h2c upstream answering like a gRPC server: a body then trailers
+/// (`grpc-status`), and echoing whether it saw `te: trailers`.
+async fn grpc_like() -> SocketAddr {
+    use hyper::body::Frame;
+    serve_h2c(
+        None,
+        |req: http::Request<hyper::body::Incoming>| async move {
+            let te = req
+                .headers()
+                .get("te")
+                .map(|v| v.to_str().unwrap_or("").to_owned())
+                .unwrap_or_default();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            trailers.insert("grpc-message", http::HeaderValue::from_static("ok"));
+            let body = Frames(
+                vec![
+                    Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")),
+                    Frame::trailers(trailers),
+                ]
+                .into(),
+            );
+            let resp = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .header("x-seen-te", te)
+                .body(body)
+                .unwrap();
+            Ok::<_, Infallible>(resp)
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -486,29 +507,20 @@ impl hyper::body::Body for ChanBody {
 /// and only then sends its body: `read N` (as a gRPC server summing a
 /// client stream).
 async fn answers_after_reading() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+    serve_h2c(
+        None,
+        |req: http::Request<hyper::body::Incoming>| async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
             tokio::spawn(async move {
-                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let (tx, rx) = tokio::sync::mpsc::channel(1);
-                    tokio::spawn(async move {
-                        let got = req.into_body().collect().await.map(|b| b.to_bytes().len());
-                        let _ = tx
-                            .send(Bytes::from(format!("read {}", got.unwrap_or(0))))
-                            .await;
-                    });
-                    Ok::<_, Infallible>(http::Response::new(ChanBody(rx)))
-                });
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                let got = req.into_body().collect().await.map(|b| b.to_bytes().len());
+                let _ = tx
+                    .send(Bytes::from(format!("read {}", got.unwrap_or(0))))
+                    .await;
             });
-        }
-    });
-    addr
+            Ok::<_, Infallible>(http::Response::new(ChanBody(rx)))
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -802,28 +814,18 @@ impl hyper::body::Body for Endless {
 /// An h2c target allowing `streams` concurrent streams a connection (NGINX:
 /// 128): `/endless` streams without end, anything else answers `ok`.
 async fn endless_h2c_target(streams: u32) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let body = if req.uri().path() == "/endless" {
-                        http_body_util::Either::Left(Endless)
-                    } else {
-                        http_body_util::Either::Right(Full::new(Bytes::from_static(b"ok")))
-                    };
-                    Ok::<_, Infallible>(http::Response::new(body))
-                });
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .max_concurrent_streams(streams)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-            });
-        }
-    });
-    addr
+    serve_h2c(
+        Some(streams),
+        |req: http::Request<hyper::body::Incoming>| async move {
+            let body = if req.uri().path() == "/endless" {
+                http_body_util::Either::Left(Endless)
+            } else {
+                http_body_util::Either::Right(Full::new(Bytes::from_static(b"ok")))
+            };
+            Ok::<_, Infallible>(http::Response::new(body))
+        },
+    )
+    .await
 }
 
 #[tokio::test]
